@@ -1,0 +1,47 @@
+from django.contrib import admin
+
+from chat.models import ApiToken, Conversation, Message
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    fields = ("role", "status", "error_code", "content", "ttft_ms", "tokens_per_second")
+    readonly_fields = ("ttft_ms", "tokens_per_second")
+    show_change_link = True
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = ("id", "title", "owner", "model", "message_count", "created_at", "updated_at")
+    list_filter = ("created_at", "model")
+    search_fields = ("title", "owner__username")
+    raw_id_fields = ("owner",)
+    date_hierarchy = "created_at"
+    inlines = [MessageInline]
+
+    @admin.display(description="messages")
+    def message_count(self, obj: Conversation) -> int:
+        return obj.messages.count()
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "conversation", "role", "status", "error_code", "model",
+        "ttft_ms", "tokens", "tokens_per_second", "total_ms", "created_at",
+    )  # fmt: skip
+    list_filter = ("role", "status", "error_code", "model", "created_at")
+    search_fields = ("content", "conversation__title", "conversation__owner__username")
+    raw_id_fields = ("conversation",)
+    readonly_fields = ("created_at", "updated_at")
+    list_select_related = ("conversation",)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "key_prefix", "created_at", "last_used_at")
+    list_filter = ("created_at", "last_used_at")
+    search_fields = ("name", "user__username", "key_prefix")
+    raw_id_fields = ("user",)
+    readonly_fields = ("key_hash", "key_prefix", "created_at", "last_used_at")

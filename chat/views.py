@@ -1,0 +1,208 @@
+"""Chat pages, account pages, and the Server-Sent Events API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+from django.contrib import messages as flash
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from chat import selectors, services
+from chat.auth import create_api_token
+from chat.models import ApiToken, Conversation
+from realtime_site import events
+
+# --- pages ---------------------------------------------------------------------------
+
+
+@login_required
+def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+    """The chat page; without an id it is a new, not yet saved conversation."""
+    conversation = None
+    if conversation_id is not None:
+        conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
+    return render(
+        request,
+        "chat/chat.html",
+        {
+            "conversation": conversation,
+            "conversations": selectors.conversations_for(request.user),
+            "chat_messages": selectors.messages_for_page(conversation) if conversation else [],
+            "client_config": {
+                "conversationId": conversation.pk if conversation else None,
+                "wsPath": "/ws/chat/",
+                "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
+                "demoMode": settings.DEMO_MODE,
+            },
+        },
+    )
+
+
+@login_required
+@require_POST
+def delete_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
+    conversation.delete()
+    flash.success(request, "Conversation deleted.")
+    return redirect("chat:index")
+
+
+@login_required
+@require_POST
+def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
+    conversation.title = request.POST.get("title", "").strip()[:200]
+    conversation.save(update_fields=["title", "updated_at"])
+    return redirect("chat:conversation", conversation_id=conversation.pk)
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect("chat:index")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("chat:index")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    """List, create and revoke personal API tokens; a new key is shown once."""
+    new_key = None
+    if request.method == "POST":
+        if "revoke" in request.POST:
+            ApiToken.objects.filter(user=request.user, pk=request.POST["revoke"]).delete()
+            flash.success(request, "Token revoked.")
+            return redirect("chat:tokens")
+        _, new_key = create_api_token(user=request.user, name=request.POST.get("name", "").strip())
+    return render(
+        request,
+        "chat/tokens.html",
+        {"tokens": request.user.api_tokens.all(), "new_key": new_key},
+    )
+
+
+@require_GET
+def healthz(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"status": "ok"})
+
+
+# --- Server-Sent Events -----------------------------------------------------------------
+HTTP_STATUS_FOR_CODE = {
+    events.INVALID_JSON: 400,
+    events.INVALID_EVENT: 400,
+    events.EMPTY_CONTENT: 400,
+    events.TOO_LARGE: 413,
+    events.NOT_FOUND: 404,
+    events.BUSY: 409,
+    events.RATE_LIMITED: 429,
+}
+
+
+def _error_response(exc: events.ProtocolError) -> JsonResponse:
+    return JsonResponse(events.error_from(exc), status=HTTP_STATUS_FOR_CODE.get(exc.code, 400))
+
+
+def _unauthorized() -> JsonResponse:
+    return JsonResponse(
+        events.error("unauthorized", "Log in or send an API token", retryable=False), status=401
+    )
+
+
+def _sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def _sse_reply(message_id: int, *, after: int, head: list[dict]) -> AsyncIterator[bytes]:
+    """SSE frames for a reply; a client that goes away counts as a reader leaving."""
+    for event in head:
+        yield events.sse(event)
+    finished = False
+    try:
+        async for seq, event in services.follow_reply(message_id, after=after):
+            yield events.sse(event, event_id=seq if event["type"] == "token" else None)
+        finished = True
+    finally:
+        if not finished:
+            await services.detach_reader(message_id)
+
+
+def _parse_body(request: HttpRequest) -> events.ClientEvent:
+    if request.content_type == "application/json":
+        raw = request.body
+    else:
+        raw = json.dumps(
+            {
+                "type": "message",
+                "content": request.POST.get("content", ""),
+                "conversation_id": request.POST.get("conversation_id") or None,
+            }
+        )
+    return events.parse_client_event(
+        raw,
+        allowed_types=frozenset({"message"}),
+        max_frame_bytes=settings.CHAT_MAX_FRAME_BYTES,
+        max_content_chars=settings.CHAT_MAX_MESSAGE_CHARS,
+    )
+
+
+@require_POST
+async def stream_chat(request: HttpRequest) -> HttpResponse:
+    """POST /api/chat/stream: send a message, receive the reply as SSE."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return _unauthorized()
+    try:
+        event = _parse_body(request)
+        handle = await services.start_reply(
+            user=user, content=event.content, conversation_id=event.conversation_id
+        )
+    except events.ProtocolError as exc:
+        return _error_response(exc)
+    head = [
+        events.ack(
+            message_id=handle.message_id,
+            conversation_id=handle.conversation_id,
+            user_message_id=handle.user_message_id,
+        ),
+        events.progress("thinking", message_id=handle.message_id),
+    ]
+    return _sse_response(_sse_reply(handle.message_id, after=-1, head=head))
+
+
+@require_GET
+async def resume_stream(request: HttpRequest, message_id: int) -> HttpResponse:
+    """GET /api/chat/stream/<id>/: replay a reply after `after` (or Last-Event-ID)."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return _unauthorized()
+    after_raw = request.GET.get("after", request.headers.get("Last-Event-ID", "-1"))
+    try:
+        after = int(after_raw)
+    except ValueError:
+        return _error_response(
+            events.ProtocolError(events.INVALID_EVENT, "'after' must be an integer")
+        )
+    try:
+        await services.get_own_reply(user=user, message_id=message_id)
+    except events.ProtocolError as exc:
+        return _error_response(exc)
+    await services.attach_reader(message_id)
+    return _sse_response(_sse_reply(message_id, after=after, head=[]))

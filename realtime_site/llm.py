@@ -1,0 +1,253 @@
+"""The only place that talks to chat completions.
+
+One `AsyncOpenAI` client per process and event loop; `stream_chat` yields
+content tokens and fills a `LatencyMetrics`. Failures surface as `LLMError`
+with one of a few codes and a `retryable` flag. Retries happen only before the
+first token: once text has reached a user, repeating the request would
+duplicate it. Prompt budgeting lives here too, beside the call it feeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import httpx2
+import openai
+from django.conf import settings
+
+from realtime_site import events
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyMetrics:
+    """What one reply cost in time and tokens; stored on the message."""
+
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    tokens: int = 0
+    tokens_per_second: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attempts: int = 0
+    started_at: float = field(default_factory=time.perf_counter, repr=False)
+    _first_token_at: float | None = field(default=None, repr=False)
+
+    def mark_token(self) -> None:
+        now = time.perf_counter()
+        if self._first_token_at is None:
+            self._first_token_at = now
+            self.ttft_ms = round((now - self.started_at) * 1000, 2)
+        self.tokens += 1
+
+    def finish(self) -> None:
+        now = time.perf_counter()
+        self.total_ms = round((now - self.started_at) * 1000, 2)
+        if self._first_token_at is not None and self.tokens > 1:
+            streaming_s = now - self._first_token_at
+            if streaming_s > 0:
+                self.tokens_per_second = round((self.tokens - 1) / streaming_s, 2)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("started_at")
+        data.pop("_first_token_at")
+        return data
+
+
+class LLMError(Exception):
+    """An upstream failure, already mapped to a protocol error code."""
+
+    def __init__(
+        self, code: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+# --- client ------------------------------------------------------------------------
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_client() -> openai.AsyncOpenAI:
+    """The process's client (one per event loop: its connection pool is loop-bound)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = openai.AsyncOpenAI(
+            api_key=settings.OPENAI_API_KEY or "fakeai-demo",
+            base_url=settings.OPENAI_BASE_URL or None,
+            # We retry ourselves, and only before the first token.
+            max_retries=0,
+            timeout=openai.Timeout(
+                settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS
+            ),
+        )
+        _clients[loop] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Forget clients so the next call reads settings again (tests change them)."""
+    _clients.clear()
+
+
+# --- error mapping -----------------------------------------------------------------
+def _retry_after_seconds(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def map_error(exc: BaseException) -> LLMError:
+    """Map an openai/transport exception to one of our codes."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.RateLimitError):
+        return LLMError(
+            events.RATE_LIMITED,
+            "The model is rate limited; try again shortly.",
+            retryable=True,
+            retry_after=_retry_after_seconds(exc),
+        )
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
+        return LLMError(events.TIMEOUT, "The model took too long to answer.", retryable=True)
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500 or exc.status_code == 409:
+            return LLMError(
+                events.UPSTREAM_ERROR,
+                f"The model service failed (HTTP {exc.status_code}).",
+                retryable=True,
+            )
+        return LLMError(
+            events.BAD_REQUEST,
+            f"The model service refused the request (HTTP {exc.status_code}).",
+            retryable=False,
+        )
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        return LLMError(
+            events.UPSTREAM_ERROR, "The connection to the model service broke.", retryable=True
+        )
+    return LLMError(
+        events.UPSTREAM_ERROR,
+        "The model service sent a response we could not read.",
+        retryable=True,
+    )
+
+
+def _backoff_seconds(attempt: int, error: LLMError) -> float:
+    if error.retry_after is not None:
+        return min(error.retry_after, settings.LLM_RETRY_MAX_WAIT_SECONDS)
+    base = settings.LLM_RETRY_BASE_SECONDS * (2 ** (attempt - 1))
+    return min(base * (0.5 + random.random()), settings.LLM_RETRY_MAX_WAIT_SECONDS)
+
+
+# --- streaming -----------------------------------------------------------------------
+async def stream_chat(
+    messages: Sequence[dict],
+    *,
+    model: str | None = None,
+    metrics: LatencyMetrics | None = None,
+    max_tokens: int | None = None,
+) -> AsyncIterator[str]:
+    """Yield the reply's content tokens as they arrive.
+
+    Raises LLMError. Closing the generator (or cancelling the task reading it)
+    closes the upstream HTTP stream, so the provider stops generating.
+    """
+    metrics = metrics if metrics is not None else LatencyMetrics()
+    client = get_client()
+    model = model or settings.OPENAI_MODEL
+    attempt = 0
+    while True:
+        attempt += 1
+        metrics.attempts = attempt
+        try:
+            stream = await client.chat.completions.create(
+                model=model,
+                messages=list(messages),
+                stream=True,
+                stream_options={"include_usage": True},
+                **{settings.LLM_MAX_TOKENS_PARAM: max_tokens or settings.LLM_MAX_OUTPUT_TOKENS},
+            )
+        except Exception as exc:  # noqa: BLE001 - mapped, then retried or raised
+            error = map_error(exc)
+            if not error.retryable or attempt > settings.LLM_MAX_RETRIES:
+                metrics.finish()
+                raise error from exc
+            wait = _backoff_seconds(attempt, error)
+            logger.warning("llm retry attempt=%s code=%s wait_s=%.2f", attempt, error.code, wait)
+            await asyncio.sleep(wait)
+            continue
+        break
+
+    finished = False
+    try:
+        async for chunk in stream:
+            if chunk.usage is not None:
+                metrics.prompt_tokens = chunk.usage.prompt_tokens
+                metrics.completion_tokens = chunk.usage.completion_tokens
+            for choice in chunk.choices:
+                if choice.finish_reason is not None:
+                    finished = True
+                text = choice.delta.content if choice.delta else None
+                if text:
+                    metrics.mark_token()
+                    yield text
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an LLMError
+        raise map_error(exc) from exc
+    finally:
+        metrics.finish()
+        await stream.close()
+    if not finished:
+        raise LLMError(
+            events.UPSTREAM_ERROR,
+            "The model's answer ended before it was finished.",
+            retryable=True,
+        )
+
+
+# --- prompt budgeting ---------------------------------------------------------------
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (about 4 characters a token) that errs high."""
+    return MESSAGE_OVERHEAD_TOKENS + (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def build_prompt(history: Sequence[dict], *, system_prompt: str, budget_tokens: int) -> list[dict]:
+    """System prompt plus the newest turns that fit the budget.
+
+    Oldest turns go first; the system prompt and the newest message always
+    stay, even when they alone exceed the budget (the provider then decides).
+    """
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    remaining = budget_tokens - sum(estimate_tokens(m["content"]) for m in system)
+    kept: list[dict] = []
+    for message in reversed(history):
+        cost = estimate_tokens(message["content"])
+        if kept and cost > remaining:
+            break
+        kept.append({"role": message["role"], "content": message["content"]})
+        remaining -= cost
+    kept.reverse()
+    # A prompt should not open with an orphaned assistant turn.
+    while len(kept) > 1 and kept[0]["role"] == "assistant":
+        kept.pop(0)
+    return system + kept

@@ -1,0 +1,66 @@
+"""Fixed-window rate limits, shared across processes when Redis is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+
+from django.conf import settings
+
+
+class _MemoryCounter:
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[int, float]] = {}
+
+    async def hit(self, key: str, window_s: int) -> int:
+        now = time.monotonic()
+        count, expires = self._counts.get(key, (0, now + window_s))
+        if now >= expires:
+            count, expires = 0, now + window_s
+        self._counts[key] = (count + 1, expires)
+        if len(self._counts) > 10_000:
+            self._counts = {k: v for k, v in self._counts.items() if v[1] > now}
+        return count + 1
+
+
+class _RedisCounter:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    async def hit(self, key: str, window_s: int) -> int:
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = aioredis.from_url(self._url, socket_timeout=5)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.incr(f"rt:rl:{key}")
+            pipe.expire(f"rt:rl:{key}", window_s, nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+
+_counter: _MemoryCounter | _RedisCounter | None = None
+
+
+def _get_counter() -> _MemoryCounter | _RedisCounter:
+    global _counter
+    if _counter is None:
+        _counter = _RedisCounter(settings.REDIS_URL) if settings.REDIS_URL else _MemoryCounter()
+    return _counter
+
+
+def reset() -> None:
+    global _counter
+    _counter = None
+
+
+async def allow(scope: str, subject: str | int, *, limit: int, window_s: int = 60) -> bool:
+    """Count one hit; False once `limit` hits happened in the current window."""
+    if limit <= 0:
+        return True
+    window = int(time.time() // window_s)
+    return await _get_counter().hit(f"{scope}:{subject}:{window}", window_s) <= limit
