@@ -1,0 +1,82 @@
+"""In-process consumer tests: the real ASGI app, a real fakeai process upstream."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from chat import services
+from chat.auth import create_api_token
+from realtime_site import llm, ratelimit, streams
+from realtime_site.asgi import application
+
+
+@pytest.fixture(autouse=True)
+def site_settings(settings, fakeai_url):
+    """Point the LLM at fakeai; start every test with fresh process state."""
+    settings.OPENAI_BASE_URL = fakeai_url
+    settings.OPENAI_API_KEY = "test-key"
+    settings.OPENAI_MODEL = "fakeai"
+    settings.LLM_RETRY_BASE_SECONDS = 0.01
+    settings.LLM_TIMEOUT_SECONDS = 5
+    llm.reset_clients()
+    streams.reset_streams()
+    ratelimit.reset()
+    yield settings
+    llm.reset_clients()
+    streams.reset_streams()
+    ratelimit.reset()
+
+
+@pytest.fixture
+async def drain_replies():
+    """Wait for replies started by a test, so none outlives it."""
+    yield
+    await services.wait_for_replies(timeout_s=10)
+
+
+@sync_to_async
+def make_user_with_token(username: str):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(username, password="pass-Word-123")
+    _, raw = create_api_token(user=user, name="test")
+    return user, raw
+
+
+class ChatClient:
+    """A WebSocket client that speaks the chat protocol against the real app."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.ws = communicator
+
+    async def send(self, frame: dict | str) -> None:
+        await self.ws.send_to(text_data=frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def receive(self, timeout: float = 5) -> dict:
+        return json.loads(await self.ws.receive_from(timeout=timeout))
+
+    async def receive_until(self, *types: str, timeout: float = 10) -> list[dict]:
+        """Events up to and including the first of `types`."""
+        received = []
+        while True:
+            event = await self.receive(timeout=timeout)
+            received.append(event)
+            if event["type"] in types:
+                return received
+
+    async def close(self) -> None:
+        await self.ws.disconnect()
+
+
+async def connect(token: str | None = None, *, headers: list | None = None) -> ChatClient:
+    all_headers = list(headers or [])
+    if token is not None:
+        all_headers.append((b"authorization", f"Bearer {token}".encode()))
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=all_headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return ChatClient(communicator)

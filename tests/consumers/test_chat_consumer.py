@@ -1,0 +1,458 @@
+"""The chat WebSocket protocol, as a client sees it, against a real fakeai upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat import services
+from chat.models import Conversation, Message
+from tests.consumers.conftest import ChatClient, connect, make_user_with_token
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.services]
+
+SLOW = "fakeai:ttft=0,tps=40,tokens=60"
+
+
+def fakeai_get(fakeai_url: str, path: str):
+    with urllib.request.urlopen(fakeai_url.removesuffix("/v1") + path, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def fakeai_reset(fakeai_url: str) -> None:
+    request = urllib.request.Request(
+        fakeai_url.removesuffix("/v1") + "/_fakeai/reset", method="POST"
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+
+
+async def wait_for(predicate, *, timeout_s: float = 5.0, interval_s: float = 0.02):
+    """Poll a condition that is observed asynchronously (another process)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = await sync_to_async(predicate)()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval_s)
+
+
+@pytest.fixture
+async def alice(drain_replies):
+    return await make_user_with_token("alice")
+
+
+@pytest.fixture
+async def client(alice) -> ChatClient:
+    _, token = alice
+    chat = await connect(token)
+    yield chat
+    await chat.close()
+
+
+def types_of(received: list[dict]) -> list[str]:
+    return [event["type"] for event in received]
+
+
+# --- a full exchange ------------------------------------------------------------------
+async def test_full_exchange_streams_tokens_in_order_then_completes(client):
+    await client.send({"type": "message", "content": "hello there"})
+    received = await client.receive_until("complete")
+
+    kinds = types_of(received)
+    assert kinds[:3] == ["ack", "progress", "progress"]
+    assert [e["stage"] for e in received if e["type"] == "progress"] == [
+        "thinking",
+        "generating",
+        "complete",
+    ]
+    tokens = [e for e in received if e["type"] == "token"]
+    assert [t["index"] for t in tokens] == list(range(len(tokens)))
+    assert kinds.index("complete") > max(i for i, k in enumerate(kinds) if k == "token")
+    complete = received[-1]
+    assert complete["content"] == "".join(t["content"] for t in tokens)
+    assert complete["content"].startswith("Echo: hello there (turn 1)")
+    assert complete["total_tokens"] == len(tokens)
+    assert complete["metrics"]["ttft_ms"] > 0
+    assert complete["metrics"]["completion_tokens"] == len(tokens)
+
+
+async def test_completed_reply_is_persisted_with_metrics(client):
+    await client.send({"type": "message", "content": "persist me"})
+    received = await client.receive_until("complete")
+    message = await Message.objects.aget(pk=received[-1]["message_id"])
+    assert message.status == Message.Status.COMPLETE
+    assert message.content == received[-1]["content"]
+    assert message.ttft_ms is not None and message.tokens == received[-1]["total_tokens"]
+    assert message.prompt_tokens and message.completion_tokens
+
+
+async def test_bare_content_frame_is_treated_as_a_message(client):
+    await client.send({"content": "bare"})
+    received = await client.receive_until("complete")
+    assert received[0]["type"] == "ack"
+    assert received[-1]["content"].startswith("Echo: bare (turn 1)")
+
+
+async def test_complete_html_is_sanitized_markdown(client):
+    await client.send({"content": "<script>alert(1)</script> **bold**"})
+    complete = (await client.receive_until("complete"))[-1]
+    assert "<script>" not in complete["html"]
+    assert "<strong>bold</strong>" in complete["html"]
+
+
+async def test_second_turn_sends_the_history_upstream(client, fakeai_url):
+    await client.send({"content": "first question"})
+    first = await client.receive_until("complete")
+    conversation_id = first[0]["conversation_id"]
+    await client.send({"content": "second question", "conversation_id": conversation_id})
+    second = await client.receive_until("complete")
+
+    assert second[0]["conversation_id"] == conversation_id
+    assert second[-1]["content"].startswith("Echo: second question (turn 2)")
+    sent = fakeai_get(fakeai_url, "/_fakeai/requests")[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[1]["content"] == "first question"
+    assert sent[2]["content"] == first[-1]["content"]
+    assert sent[3]["content"] == "second question"
+
+
+# --- cancel and busy ------------------------------------------------------------------
+async def test_cancel_stops_upstream_and_saves_partial_text_as_cancelled(
+    client, settings, fakeai_url
+):
+    settings.OPENAI_MODEL = SLOW
+    fakeai_reset(fakeai_url)
+    await client.send({"content": "long answer please"})
+    ack = await client.receive()
+    streamed = [e for e in await client.receive_until("token") if e["type"] == "token"]
+    streamed += [await client.receive(), await client.receive()]
+    await client.send({"type": "cancel", "message_id": ack["message_id"]})
+    received = await client.receive_until("cancelled")
+
+    cancelled = received[-1]
+    assert cancelled["message_id"] == ack["message_id"]
+    assert cancelled["content"].startswith("".join(t["content"] for t in streamed))
+    assert cancelled["content"].startswith("Echo: long answer")
+    message = await Message.objects.aget(pk=ack["message_id"])
+    assert message.status == Message.Status.CANCELLED
+    assert message.content == cancelled["content"]
+    assert message.tokens < 60
+    stats = await wait_for(
+        lambda: (s := fakeai_get(fakeai_url, "/_fakeai/stats"))["client_disconnects"] >= 1 and s
+    )
+    assert stats["completed"] == 0
+
+
+async def test_cancel_without_message_id_stops_the_current_reply(client, settings):
+    settings.OPENAI_MODEL = SLOW
+    await client.send({"content": "stop me"})
+    await client.receive_until("token")
+    await client.send({"type": "cancel"})
+    received = await client.receive_until("cancelled")
+    assert received[-1]["type"] == "cancelled"
+
+
+async def test_second_message_while_streaming_is_refused_as_busy(client, settings):
+    settings.OPENAI_MODEL = SLOW
+    await client.send({"content": "one"})
+    await client.receive_until("token")
+    await client.send({"content": "two"})
+    events = await client.receive_until("error")
+    error = events[-1]
+    assert error["code"] == "busy" and error["retryable"] is True
+    assert "message_id" not in error
+    await client.send({"type": "cancel"})
+    await client.receive_until("cancelled")
+
+
+async def test_second_socket_in_same_conversation_is_busy_while_streaming(alice, settings):
+    settings.OPENAI_MODEL = SLOW
+    _, token = alice
+    first, second = await connect(token), await connect(token)
+    await first.send({"content": "one"})
+    ack = await first.receive()
+    await second.send({"content": "two", "conversation_id": ack["conversation_id"]})
+    assert (await second.receive())["code"] == "busy"
+    await first.send({"type": "cancel"})
+    await first.receive_until("cancelled")
+    await first.close()
+    await second.close()
+
+
+# --- upstream faults ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("fault", "code", "partial_tokens"),
+    [
+        ("429-retry=0.05", "rate_limited", 0),
+        ("500", "upstream_error", 0),
+        ("cut-3", "upstream_error", 3),
+        ("malformed-3", "upstream_error", 3),
+        ("hang-2", "timeout", 2),
+        ("hang", "timeout", 0),
+    ],
+)
+async def test_upstream_fault_gives_error_keeps_partial_and_socket_usable(
+    client, settings, fault, code, partial_tokens
+):
+    settings.OPENAI_MODEL = f"fakeai:tokens=20,fault={fault}"
+    settings.LLM_TIMEOUT_SECONDS = 0.5
+    settings.LLM_MAX_RETRIES = 1
+    await client.send({"content": "fault please"})
+    received = await client.receive_until("error")
+
+    error = received[-1]
+    assert error["code"] == code
+    assert error["retryable"] is True
+    tokens = [e["content"] for e in received if e["type"] == "token"]
+    assert len(tokens) == partial_tokens
+    assert error["content"] == "".join(tokens)
+    message = await Message.objects.aget(pk=error["message_id"])
+    assert (message.status, message.error_code) == (Message.Status.ERROR, code)
+    assert message.content == "".join(tokens)
+
+    settings.OPENAI_MODEL = "fakeai"
+    await client.send(
+        {"content": "after the fault", "conversation_id": received[0]["conversation_id"]}
+    )
+    assert (await client.receive_until("complete"))[-1]["type"] == "complete"
+
+
+async def test_rate_limit_before_first_token_is_retried(client, settings, fakeai_url):
+    # The base name keys fakeai's "first K requests" counter, so make it unique.
+    settings.OPENAI_MODEL = f"retry-{id(client)}:fault=429-retry=0.05x1"
+    await client.send({"content": "retry me"})
+    received = await client.receive_until("complete", "error")
+    assert received[-1]["type"] == "complete"
+    assert received[-1]["metrics"]["attempts"] == 2
+
+
+# --- bad input ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ('["a list"]', "invalid_event"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "message", "content": "   "}', "empty_content"),
+        ('{"type": "message", "content": 5}', "invalid_event"),
+        ('{"type": "resume"}', "invalid_event"),
+        ('{"type": "cancel"}', "not_streaming"),
+    ],
+)
+async def test_bad_frame_gets_error_and_socket_stays_open(client, frame, code):
+    await client.send(frame)
+    error = await client.receive()
+    assert error["type"] == "error" and error["code"] == code
+    await client.send({"type": "ping"})
+    assert (await client.receive())["type"] == "pong"
+
+
+async def test_oversize_content_is_refused(client, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 100
+    await client.send({"content": "x" * 101})
+    error = await client.receive()
+    assert error["code"] == "too_large"
+    assert await Message.objects.acount() == 0
+
+
+async def test_oversize_frame_is_refused(client, settings):
+    settings.CHAT_MAX_FRAME_BYTES = 1000
+    await client.send({"content": "y" * 2000})
+    assert (await client.receive())["code"] == "too_large"
+
+
+async def test_binary_frame_is_refused(client):
+    await client.ws.send_to(bytes_data=b"\x00\x01")
+    assert (await client.receive())["code"] == "invalid_event"
+
+
+async def test_rate_limit_per_user(client, settings):
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 1
+    await client.send({"content": "one"})
+    await client.receive_until("complete")
+    await client.send({"content": "two"})
+    assert (await client.receive())["code"] == "rate_limited"
+
+
+# --- auth and ownership -----------------------------------------------------------------
+async def test_anonymous_socket_is_closed_with_4401():
+    from channels.testing import WebsocketCommunicator
+
+    from realtime_site.asgi import application
+
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"origin", b"http://testserver")]
+    )
+    await communicator.connect()
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+
+
+async def test_invalid_token_is_anonymous():
+    from channels.testing import WebsocketCommunicator
+
+    from realtime_site.asgi import application
+
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"authorization", b"Bearer rt_wrong")]
+    )
+    await communicator.connect()
+    assert (await communicator.receive_output(timeout=5))["code"] == 4401
+
+
+async def test_session_socket_from_foreign_origin_is_rejected(alice):
+    from channels.testing import WebsocketCommunicator
+
+    from realtime_site.asgi import application
+
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"origin", b"http://evil.example")]
+    )
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_session_cookie_authenticates_a_browser_socket(alice):
+    from django.test import Client
+
+    user, _ = alice
+    browser = Client()
+    await sync_to_async(browser.force_login)(user)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
+    chat = await connect(headers=[(b"origin", b"http://127.0.0.1:8000"), (b"cookie", cookie)])
+    await chat.send({"content": "from the browser"})
+    assert (await chat.receive_until("complete"))[-1]["type"] == "complete"
+    await chat.close()
+
+
+async def test_user_cannot_post_to_someone_elses_conversation(client, alice):
+    _, bob_token = await make_user_with_token("bob")
+    await client.send({"content": "alice's secret"})
+    alice_events = await client.receive_until("complete")
+    bob = await connect(bob_token)
+    await bob.send({"content": "let me in", "conversation_id": alice_events[0]["conversation_id"]})
+    error = await bob.receive()
+    assert error["code"] == "not_found"
+    assert await Message.objects.filter(conversation__owner__username="bob").acount() == 0
+    assert await Message.objects.acount() == 2
+    await bob.close()
+
+
+async def test_user_cannot_resume_or_cancel_someone_elses_reply(client, settings):
+    settings.OPENAI_MODEL = SLOW
+    _, bob_token = await make_user_with_token("bob")
+    await client.send({"content": "alice streams"})
+    ack = await client.receive()
+    bob = await connect(bob_token)
+    await bob.send({"type": "resume", "message_id": ack["message_id"]})
+    assert (await bob.receive())["code"] == "not_found"
+    await bob.send({"type": "cancel", "message_id": ack["message_id"]})
+    assert (await bob.receive())["code"] == "not_found"
+    assert (await client.receive_until("complete"))[-1]["type"] == "complete"
+    await bob.close()
+
+
+# --- decoupled from the socket: resume, orphans, dead generators ------------------------
+async def test_reply_survives_a_closed_socket(alice):
+    _, token = alice
+    chat = await connect(token)
+    await chat.send({"content": "I will leave"})
+    ack = await chat.receive()
+    await chat.close()
+    await services.wait_for_replies()
+    message = await Message.objects.aget(pk=ack["message_id"])
+    assert message.status == Message.Status.COMPLETE
+    assert message.content.startswith("Echo: I will leave")
+
+
+async def test_resume_after_reconnect_replays_missed_tokens_then_follows_live(alice, settings):
+    settings.OPENAI_MODEL = SLOW
+    _, token = alice
+    first = await connect(token)
+    await first.send({"content": "resume me"})
+    ack = await first.receive()
+    seen = [e for e in await first.receive_until("token") if e["type"] == "token"]
+    seen += [await first.receive()]
+    await first.close()
+
+    second = await connect(token)
+    await second.send(
+        {"type": "resume", "message_id": ack["message_id"], "after": seen[-1]["index"]}
+    )
+    received = await second.receive_until("complete")
+    rest = [e for e in received if e["type"] == "token"]
+    assert rest[0]["index"] == seen[-1]["index"] + 1
+    assert [t["index"] for t in rest] == list(range(rest[0]["index"], rest[-1]["index"] + 1))
+    assert "".join(t["content"] for t in seen + rest) == received[-1]["content"]
+    await second.close()
+
+
+async def test_resume_of_a_finished_reply_sends_its_stored_result(client):
+    await client.send({"content": "done already"})
+    complete = (await client.receive_until("complete"))[-1]
+    await client.send({"type": "resume", "message_id": complete["message_id"], "after": 3})
+    replay = await client.receive_until("complete")
+    assert replay[-1]["content"] == complete["content"]
+    assert all(e["index"] > 3 for e in replay if e["type"] == "token")
+
+
+async def test_reply_nobody_reads_is_cancelled_after_the_grace_period(alice, settings):
+    settings.OPENAI_MODEL = "fakeai:tps=20,tokens=200"
+    settings.REPLY_ORPHAN_GRACE_SECONDS = 0.2
+    _, token = alice
+    chat = await connect(token)
+    await chat.send({"content": "abandon me"})
+    ack = await chat.receive()
+    await chat.receive_until("token")
+    await chat.close()
+    await services.wait_for_replies()
+    message = await Message.objects.aget(pk=ack["message_id"])
+    assert (message.status, message.error_code) == (Message.Status.CANCELLED, "abandoned")
+    assert 0 < message.tokens < 200
+
+
+async def test_returning_reader_keeps_an_orphaned_reply_alive(alice, settings):
+    settings.OPENAI_MODEL = "fakeai:tps=40,tokens=30"
+    settings.REPLY_ORPHAN_GRACE_SECONDS = 0.3
+    _, token = alice
+    first = await connect(token)
+    await first.send({"content": "come back"})
+    ack = await first.receive()
+    await first.close()
+    second = await connect(token)
+    await second.send({"type": "resume", "message_id": ack["message_id"], "after": -1})
+    assert (await second.receive_until("complete"))[-1]["type"] == "complete"
+    await second.close()
+
+
+async def test_resume_of_a_reply_whose_process_died_marks_it_interrupted(client, alice):
+    user, _ = alice
+    conversation = await Conversation.objects.acreate(owner=user, title="crashed")
+    orphan = await Message.objects.acreate(
+        conversation=conversation,
+        role="assistant",
+        status="streaming",
+        content="half an ans",
+    )
+    await client.send({"type": "resume", "message_id": orphan.pk, "after": -1})
+    error = await client.receive()
+    assert error["code"] == "interrupted" and error["content"] == "half an ans"
+    await orphan.arefresh_from_db()
+    assert (orphan.status, orphan.error_code, orphan.content) == (
+        "error",
+        "interrupted",
+        "half an ans",
+    )
+
+
+async def test_dead_reply_does_not_block_the_conversation(client, alice):
+    user, _ = alice
+    conversation = await Conversation.objects.acreate(owner=user, title="crashed")
+    await Message.objects.acreate(conversation=conversation, role="assistant", status="streaming")
+    await client.send({"content": "carry on", "conversation_id": conversation.pk})
+    assert (await client.receive_until("complete"))[-1]["content"].startswith("Echo: carry on")

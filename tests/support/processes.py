@@ -1,0 +1,101 @@
+"""Start real fakeai and daphne processes for integration, CLI and browser tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, *, process: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Poll until the URL answers; fail at once if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def fakeai(*, ttft_ms: int = 0, tps: int = 0, tokens: int = 12) -> Iterator[str]:
+    """A fakeai server; yields its base URL ending in /v1."""
+    port = free_port()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "fakeai", "--port", str(port),
+         "--ttft-ms", str(ttft_ms), "--tps", str(tps), "--tokens", str(tokens)],
+        cwd=ROOT,
+    )  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", process=process)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(process)
+
+
+def site_env(*, fakeai_url: str, database_url: str, extra: dict | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "REDIS_URL"}}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "realtime_site.settings",
+            "OPENAI_BASE_URL": fakeai_url,
+            "FAKEAI_URL": fakeai_url,
+            "DATABASE_URL": database_url,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def manage(*args: str, env: dict) -> str:
+    """Run a management command against the site's environment; return stdout."""
+    result = subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+@contextmanager
+def daphne(*, env: dict, port: int | None = None) -> Iterator[str]:
+    """A real daphne process serving the site; yields http://127.0.0.1:PORT."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "realtime_site.asgi:application"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
