@@ -38,6 +38,10 @@ class ServerState:
     request_log: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE)
     )
+    # In-flight chat handlers, cancelled on shutdown so hung streams can't
+    # hold the process open for aiohttp's graceful-shutdown timeout.
+    handlers: set[asyncio.Task[Any]] = field(default_factory=set)
+    shutting_down: bool = False
 
     def reset(self) -> None:
         """Zero counters, xK fault counters and the request log."""
@@ -325,11 +329,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state.requests += 1
     state.active += 1
     abort = _ServerAbort()
+    task = asyncio.current_task()
+    if task is not None:
+        state.handlers.add(task)
     try:
         return await _chat(request, started, abort)
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client disconnects.
-        if not abort.aborted:
+        if not (abort.aborted or state.shutting_down):
             state.client_disconnects += 1
         raise
     except ConnectionResetError:
@@ -338,6 +345,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(status=499)  # unsendable; aiohttp drops it quietly
     finally:
         state.active -= 1
+        if task is not None:
+            state.handlers.discard(task)
+
+
+async def _cancel_handlers(app: web.Application) -> None:
+    state = app[STATE_KEY]
+    state.shutting_down = True
+    for task in list(state.handlers):
+        task.cancel()
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -394,5 +410,6 @@ def create_app(defaults: Behaviour) -> web.Application:
     app = web.Application()
     app[DEFAULTS_KEY] = defaults
     app[STATE_KEY] = ServerState()
+    app.on_shutdown.append(_cancel_handlers)
     _register_routes(app)
     return app
