@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -77,9 +78,12 @@ async def start_reply(*, user, content: str, conversation_id: int | None = None)
     control = await get_channel_layer().new_channel("reply.")
     # Open before returning so a reader started right away finds the stream.
     await get_streams().open(stream_key(reply.pk), control_channel=control)
+    # A fresh context: the task must not inherit the request's thread-sensitive
+    # executor, which is gone once the request (or socket) that started it ends.
     task = asyncio.create_task(
         _generate(message_id=reply.pk, model=reply.model, prompt=prompt, control=control),
         name=f"reply-{reply.pk}",
+        context=contextvars.Context(),
     )
     _running[reply.pk] = task
     task.add_done_callback(lambda _: _running.pop(reply.pk, None))

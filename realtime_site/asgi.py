@@ -11,6 +11,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.auth import BrowserOriginValidator, TokenAuthMiddleware  # noqa: E402
+from realtime_site.lifecycle import install_shutdown_hook  # noqa: E402
 from realtime_site.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -21,3 +22,5 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+install_shutdown_hook()
