@@ -75,7 +75,9 @@ async def start_reply(*, user, content: str, conversation_id: int | None = None)
         system_prompt=settings.LLM_SYSTEM_PROMPT,
         budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
     )
-    control = await get_channel_layer().new_channel("reply.")
+    # The default prefix matters: channels_redis receives every process-local
+    # channel through one loop keyed on that prefix.
+    control = await get_channel_layer().new_channel()
     # Open before returning so a reader started right away finds the stream.
     await get_streams().open(stream_key(reply.pk), control_channel=control)
     # A fresh context: the task must not inherit the request's thread-sensitive
@@ -170,6 +172,7 @@ async def _generate(*, message_id: int, model: str, prompt: list[dict], control:
     status, error = Message.Status.COMPLETE, None
     stop = _StopReason()
     watcher = asyncio.create_task(_watch_control(control, asyncio.current_task(), stop))
+    watcher.add_done_callback(_log_watcher_failure)
     interval_s = settings.REPLY_PERSIST_INTERVAL_MS / 1000
     last_persist = time.monotonic()
     try:
@@ -254,6 +257,11 @@ async def _finish(
         metrics.tokens,
         metrics.total_ms,
     )
+
+
+def _log_watcher_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("reply control watcher failed", exc_info=task.exception())
 
 
 async def _watch_control(control: str, generator: asyncio.Task, stop: _StopReason) -> None:

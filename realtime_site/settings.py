@@ -71,6 +71,10 @@ TEMPLATES = [
 
 # --- Database: SQLite file by default, DATABASE_URL for PostgreSQL -----------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# Replies persist from worker threads; reuse their connections instead of
+# opening one per write (PostgreSQL).
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE_SECONDS", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + IMMEDIATE transactions: many replies persist while others read.
     DATABASES["default"]["OPTIONS"] = {

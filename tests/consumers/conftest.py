@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 
 from chat import services
 from chat.auth import create_api_token
@@ -25,6 +29,11 @@ def site_settings(settings, fakeai_url):
     llm.reset_clients()
     streams.reset_streams()
     ratelimit.reset()
+    # Each test has its own event loop; the Redis layer binds its receiver to one.
+    channel_layers.backends.clear()
+    if settings.REDIS_URL:
+        # Database ids restart per run, so Redis keys of an earlier run could collide.
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
     yield settings
     llm.reset_clients()
     streams.reset_streams()
@@ -36,6 +45,16 @@ async def drain_replies():
     """Wait for replies started by a test, so none outlives it."""
     yield
     await services.wait_for_replies(timeout_s=10)
+
+
+@pytest.fixture(autouse=True)
+async def close_db_connections():
+    """Close the connections async code opened in worker threads.
+
+    Otherwise PostgreSQL refuses to drop the test database at the end of the run.
+    """
+    yield
+    await database_sync_to_async(connections.close_all)()
 
 
 @sync_to_async

@@ -291,6 +291,7 @@ async def test_anonymous_socket_is_closed_with_4401():
     )
     await communicator.connect()
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
 
 
 async def test_invalid_token_is_anonymous():
@@ -303,6 +304,7 @@ async def test_invalid_token_is_anonymous():
     )
     await communicator.connect()
     assert (await communicator.receive_output(timeout=5))["code"] == 4401
+    await communicator.disconnect()
 
 
 async def test_session_socket_from_foreign_origin_is_rejected(alice):
@@ -315,6 +317,7 @@ async def test_session_socket_from_foreign_origin_is_rejected(alice):
     )
     connected, _ = await communicator.connect()
     assert not connected
+    await communicator.disconnect()
 
 
 async def test_session_cookie_authenticates_a_browser_socket(alice):
@@ -417,8 +420,9 @@ async def test_reply_nobody_reads_is_cancelled_after_the_grace_period(alice, set
 
 
 async def test_returning_reader_keeps_an_orphaned_reply_alive(alice, settings):
-    settings.OPENAI_MODEL = "fakeai:tps=40,tokens=30"
-    settings.REPLY_ORPHAN_GRACE_SECONDS = 0.3
+    # The reply (3 s) outlives the grace period (1 s): only the returning reader saves it.
+    settings.OPENAI_MODEL = "fakeai:tps=40,tokens=120"
+    settings.REPLY_ORPHAN_GRACE_SECONDS = 1
     _, token = alice
     first = await connect(token)
     await first.send({"content": "come back"})

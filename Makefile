@@ -1,0 +1,65 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+FAKEAI_PORT ?= 8001
+# The multi-instance services every machine runs (CI included).
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/14
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install run test lint format migrate chromium bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+# Starts fakeai (the demo model) when OPENAI_API_KEY is unset, then daphne.
+# Ctrl-C stops both.
+run: migrate
+	@$(PY) manage.py ensure_demo_user; \
+	pids=""; \
+	trap 'kill $$pids 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
+	if [ -z "$$OPENAI_API_KEY" ]; then \
+	  export FAKEAI_URL=http://127.0.0.1:$(FAKEAI_PORT)/v1; \
+	  $(PY) -m fakeai --host 127.0.0.1 --port $(FAKEAI_PORT) & pids="$$!"; \
+	  echo "No OPENAI_API_KEY: answering with the demo model (fakeai on port $(FAKEAI_PORT))"; \
+	fi; \
+	echo ""; \
+	echo "  Open http://$(HOST):$(PORT)/"; \
+	echo ""; \
+	$(PY) -m daphne -b $(HOST) -p $(PORT) realtime_site.asgi:application
+
+# Debian's Chromium for the browser tests (never a downloaded browser).
+chromium:
+	@test -x $(CHROMIUM) || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# The whole suite in the embedded mode, then the chat integration tests again
+# against PostgreSQL + Redis.
+test: install chromium lint
+	$(PY) -m pytest
+	DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -m services
+
+bench: install
+	$(PY) -m bench.chat_load
+
+clean:
+	rm -rf $(VENV) db.sqlite3* staticfiles .pytest_cache .ruff_cache
