@@ -1,0 +1,114 @@
+"""Two daphne processes sharing PostgreSQL and Redis, as behind a load balancer.
+
+These always run against the PostgreSQL and Redis on 127.0.0.1 (present on every
+machine and in CI), whatever mode the rest of the suite runs in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+import redis
+from websockets.sync.client import connect
+
+from tests.support import processes
+
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DB_NAME = "realtime_multi_instance_test"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+SLOW_MODEL = "fakeai:ttft=50,tps=30,tokens=90"
+
+
+@pytest.fixture(scope="module")
+def cluster(fakeai_url):
+    """Two daphne instances on one fresh PostgreSQL database and one Redis."""
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DB_NAME}")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = processes.site_env(
+        fakeai_url=fakeai_url,
+        database_url=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+        extra={"REDIS_URL": REDIS_URL, "OPENAI_MODEL": SLOW_MODEL},
+    )
+    processes.manage("migrate", "--noinput", env=env)
+    processes.manage(
+        "shell", "-c",
+        "from django.contrib.auth import get_user_model; "
+        "get_user_model().objects.create_user('multi', password='pass-Word-123')",
+        env=env,
+    )  # fmt: skip
+    token = processes.manage("create_api_token", "multi", env=env).strip()
+    with processes.daphne(env=env) as first, processes.daphne(env=env) as second:
+        yield first, second, token
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+
+
+def ws_connect(url: str, token: str):
+    return connect(
+        url.replace("http://", "ws://") + "/ws/chat/",
+        additional_headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def recv(ws, timeout: float = 15) -> dict:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def recv_until(ws, *types: str) -> list[dict]:
+    received = []
+    while True:
+        received.append(recv(ws))
+        if received[-1]["type"] in types:
+            return received
+
+
+def test_reply_started_on_one_instance_resumes_on_the_other(cluster):
+    first, second, token = cluster
+    with ws_connect(first, token) as ws:
+        ws.send(json.dumps({"content": "switch servers"}))
+        ack = recv(ws)
+        seen = [e for e in recv_until(ws, "token") if e["type"] == "token"]
+        while len(seen) < 5:
+            seen.append(recv(ws))
+
+    with ws_connect(second, token) as ws:
+        ws.send(json.dumps({"type": "resume", "message_id": ack["message_id"], "after": 4}))
+        rest = recv_until(ws, "complete")
+
+    tokens = [e for e in rest if e["type"] == "token"]
+    assert tokens[0]["index"] == 5
+    assert [t["index"] for t in tokens] == list(range(5, 5 + len(tokens)))
+    complete = rest[-1]
+    assert complete["content"] == "".join(t["content"] for t in seen + tokens)
+    assert complete["content"].startswith("Echo: switch servers (turn 1)")
+
+
+def test_cancel_sent_to_another_instance_stops_the_reply(cluster):
+    first, second, token = cluster
+    with ws_connect(first, token) as origin, ws_connect(second, token) as other:
+        origin.send(json.dumps({"content": "cancel me from elsewhere"}))
+        ack = recv(origin)
+        recv_until(origin, "token")
+        other.send(json.dumps({"type": "cancel", "message_id": ack["message_id"]}))
+        cancelled = recv_until(origin, "cancelled")[-1]
+    assert cancelled["message_id"] == ack["message_id"]
+    assert cancelled["content"].startswith("Echo: ")
+    assert len(cancelled["content"].split()) < 90
+    assert cancelled["metrics"]["tokens"] < 90
+
+
+def test_idle_socket_over_redis_survives_past_the_redis_client_timeout(cluster):
+    # redis-py 8's default 5 s socket timeout killed idle consumers (PITFALLS.md).
+    first, _, token = cluster
+    with ws_connect(first, token) as ws:
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=deadline - time.monotonic())
+        ws.send(json.dumps({"type": "ping"}))
+        assert recv(ws)["type"] == "pong"
