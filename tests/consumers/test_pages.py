@@ -1,0 +1,95 @@
+"""Pages: login required, ownership, signup, tokens."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from chat.models import ApiToken, Conversation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice():
+    return get_user_model().objects.create_user("alice", password="pass-Word-123")
+
+
+@pytest.fixture
+def alice_client(alice) -> Client:
+    client = Client()
+    client.force_login(alice)
+    return client
+
+
+def test_chat_requires_login():
+    response = Client().get("/chat/")
+    assert response.status_code == 302 and response.url.startswith("/accounts/login/")
+
+
+def test_chat_page_shows_own_history_with_sanitized_html(alice, alice_client):
+    conversation = Conversation.objects.create(owner=alice, title="Mine")
+    Message.objects.create(conversation=conversation, role="user", content="<b>hi</b>")
+    Message.objects.create(
+        conversation=conversation, role="assistant", content="**bold** <script>x</script>"
+    )
+    response = alice_client.get(f"/chat/{conversation.pk}/")
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "&lt;b&gt;hi&lt;/b&gt;" in body
+    assert "<strong>bold</strong>" in body
+    assert "<script>x</script>" not in body
+
+
+def test_someone_elses_conversation_is_404(alice):
+    bob = get_user_model().objects.create_user("bob", password="pass-Word-123")
+    conversation = Conversation.objects.create(owner=alice, title="Private")
+    client = Client()
+    client.force_login(bob)
+    assert client.get(f"/chat/{conversation.pk}/").status_code == 404
+    assert client.post(f"/chat/{conversation.pk}/delete/").status_code == 404
+    assert client.post(f"/chat/{conversation.pk}/rename/", {"title": "x"}).status_code == 404
+    assert Conversation.objects.get(pk=conversation.pk).title == "Private"
+
+
+def test_owner_can_rename_and_delete(alice, alice_client):
+    conversation = Conversation.objects.create(owner=alice, title="Old")
+    alice_client.post(f"/chat/{conversation.pk}/rename/", {"title": "New"})
+    assert Conversation.objects.get(pk=conversation.pk).title == "New"
+    alice_client.post(f"/chat/{conversation.pk}/delete/")
+    assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_signup_creates_a_user_and_logs_in():
+    client = Client()
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "carol", "password1": "a-Long-pass-42", "password2": "a-Long-pass-42"},
+    )
+    assert response.status_code == 302 and response.url == "/chat/"
+    assert client.get("/chat/").status_code == 200
+
+
+def test_token_is_shown_once_and_stored_hashed(alice, alice_client):
+    response = alice_client.post("/chat/tokens/", {"name": "laptop"})
+    raw = response.context["new_key"]
+    assert raw.startswith("rt_") and raw in response.content.decode()
+    token = ApiToken.objects.get(user=alice)
+    assert token.key_hash != raw and raw not in alice_client.get("/chat/tokens/").content.decode()
+
+
+def test_token_can_be_revoked_only_by_its_owner(alice, alice_client):
+    alice_client.post("/chat/tokens/", {"name": "laptop"})
+    token = ApiToken.objects.get(user=alice)
+    bob = get_user_model().objects.create_user("bob", password="pass-Word-123")
+    bob_client = Client()
+    bob_client.force_login(bob)
+    bob_client.post("/chat/tokens/", {"revoke": token.pk})
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+    alice_client.post("/chat/tokens/", {"revoke": token.pk})
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
+
+
+def test_health_check():
+    assert Client().get("/healthz").json() == {"status": "ok"}
