@@ -5,6 +5,8 @@ configuration table). With no environment at all the site runs embedded:
 SQLite, in-memory channel layer, the local fakeai demo model.
 """
 
+import os
+import secrets
 from pathlib import Path
 
 import environ
@@ -15,7 +17,26 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-SECRET_KEY = env.str("SECRET_KEY", default="dev-insecure-change-me-" + "x" * 32)
+
+
+def _local_secret_key() -> str:
+    """A per-checkout random key, so a laptop run never uses a published one."""
+    path = BASE_DIR / ".secret_key"
+    if not path.exists():
+        draft = path.with_name(f".secret_key.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(50))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)  # atomic: the first process to start wins
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+# Multi-instance deployments must set SECRET_KEY: every process needs the same one.
+SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SECURE_PROXY_SSL_HEADER = (
