@@ -48,9 +48,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- client events ------------------------------------------------------------
     async def handle_message(self, event: events.ClientEvent) -> None:
         if self._is_following():
-            raise events.ProtocolError(
-                events.BUSY, "A reply is still streaming; stop it or wait for it to finish."
-            )
+            raise events.ProtocolError(events.BUSY, services.BUSY_MESSAGE)
         handle = await services.start_reply(
             user=self.user, content=event.content, conversation_id=event.conversation_id
         )

@@ -35,6 +35,8 @@ CONTROL_CANCEL = "reply.cancel"
 CONTROL_ATTACH = "reply.attach"
 CONTROL_DETACH = "reply.detach"
 
+BUSY_MESSAGE = "A reply is still streaming; stop it or wait for it to finish."
+
 _running: dict[int, asyncio.Task] = {}
 
 
@@ -65,11 +67,16 @@ async def start_reply(*, user, content: str, conversation_id: int | None = None)
         raise events.ProtocolError(
             events.RATE_LIMITED, "Too many messages; wait a minute and try again."
         )
-    if conversation_id is not None:
-        await _expire_dead_replies(conversation_id)
-    conversation, user_message, reply, history = await _create_turn(
-        user=user, content=content, conversation_id=conversation_id
-    )
+    try:
+        turn = await _create_turn(user=user, content=content, conversation_id=conversation_id)
+    except _StillStreaming as streaming:
+        # Only a reply whose generator is alive makes the conversation busy.
+        await _expire_dead_replies(streaming.message_ids)
+        try:
+            turn = await _create_turn(user=user, content=content, conversation_id=conversation_id)
+        except _StillStreaming:  # another reply started meanwhile
+            raise events.ProtocolError(events.BUSY, BUSY_MESSAGE) from None
+    conversation, user_message, reply, history = turn
     prompt = llm.build_prompt(
         history,
         system_prompt=settings.LLM_SYSTEM_PROMPT,
@@ -108,10 +115,13 @@ def _create_turn(*, user, content: str, conversation_id: int | None):
             )
             if conversation is None:
                 raise events.ProtocolError(events.NOT_FOUND, "No such conversation")
-            if conversation.messages.filter(status=Message.Status.STREAMING).exists():
-                raise events.ProtocolError(
-                    events.BUSY, "A reply is still streaming; stop it or wait for it to finish."
+            streaming = list(
+                conversation.messages.filter(status=Message.Status.STREAMING).values_list(
+                    "pk", flat=True
                 )
+            )
+            if streaming:
+                raise _StillStreaming(streaming)
             if not conversation.title:
                 conversation.title = title_from(content)
             conversation.save()  # bumps updated_at: the list shows recent first
@@ -134,16 +144,22 @@ def _create_turn(*, user, content: str, conversation_id: int | None):
     return conversation, user_message, reply, history
 
 
-async def _expire_dead_replies(conversation_id: int) -> None:
-    """Mark replies whose generator died (process killed) as interrupted."""
-    streaming = await database_sync_to_async(list)(
-        Message.objects.filter(
-            conversation_id=conversation_id, status=Message.Status.STREAMING
-        ).values_list("pk", flat=True)
-    )
-    for message_id in streaming:
+class _StillStreaming(Exception):
+    def __init__(self, message_ids: list[int]) -> None:
+        super().__init__(message_ids)
+        self.message_ids = message_ids
+
+
+async def _expire_dead_replies(message_ids: list[int]) -> None:
+    """Mark replies whose generator died (process killed) as interrupted; else busy."""
+    alive = False
+    for message_id in message_ids:
         if await get_streams().control_channel(stream_key(message_id)) is None:
             await _mark_interrupted(message_id)
+        else:
+            alive = True
+    if alive:
+        raise events.ProtocolError(events.BUSY, BUSY_MESSAGE)
 
 
 @database_sync_to_async
