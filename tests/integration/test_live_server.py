@@ -91,7 +91,7 @@ def test_partial_answer_survives_a_killed_server_and_resume_reports_it(slow_site
         seen = [e for e in recv_until(ws, "token") if e["type"] == "token"]
         while len(seen) < 10:
             seen.append(json.loads(ws.recv(timeout=10)))
-        pid = _daphne_pid(url)
+        pid = processes.pid_of(url)
         os.kill(pid, signal.SIGKILL)
 
     status, _, saved = message_row(db_path, ack["message_id"])
@@ -112,19 +112,9 @@ def test_sigterm_mid_reply_saves_the_partial_answer_as_interrupted(slow_site):
         ws.send(json.dumps({"content": "stop the server"}))
         ack = json.loads(ws.recv(timeout=10))
         seen = [e for e in recv_until(ws, "token") if e["type"] == "token"]
-        os.kill(_daphne_pid(url), signal.SIGTERM)
+        os.kill(processes.pid_of(url), signal.SIGTERM)
         received = recv_until(ws, "error")
     status, code, saved = message_row(db_path, ack["message_id"])
     assert (status, code) == ("error", "interrupted")
     assert saved.startswith("".join(e["content"] for e in seen))
     assert received[-1]["code"] == "interrupted" and received[-1]["content"] == saved
-
-
-def _daphne_pid(url: str) -> int:
-    port = url.rsplit(":", 1)[1]
-    import psutil
-
-    for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == "LISTEN" and conn.laddr.port == int(port) and conn.pid:
-            return conn.pid
-    raise LookupError(f"no process listens on {port}")

@@ -94,8 +94,19 @@ def daphne(*, env: dict, port: int | None = None) -> Iterator[str]:
          "realtime_site.asgi:application"],
         cwd=ROOT, env=env,
     )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    _servers[url] = process
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
-        yield f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/healthz", process=process)
+        yield url
     finally:
+        _servers.pop(url, None)
         stop(process)
+
+
+_servers: dict[str, subprocess.Popen] = {}
+
+
+def pid_of(url: str) -> int:
+    """The pid of the daphne serving `url` (to signal or kill it)."""
+    return _servers[url].pid
