@@ -1,0 +1,705 @@
+// The chat page: one WebSocket to /ws/chat/, replies streamed token by token.
+//
+// Protocol reference: docs/protocol.md (built by realtime_site/events.py).
+// Rules this file keeps:
+// - streamed tokens are plain text (a Text node); only the server's sanitized
+//   `html` from `complete`/`cancelled` is ever assigned with innerHTML;
+// - token text is buffered and written once per animation frame;
+// - a reply outlives the socket: after a reconnect (or a reload) we `resume`
+//   from the last token index we have and keep filling the same bubble.
+
+import { copyWithFeedback } from "./app.js";
+
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+
+const RECONNECT_BASE_MS = 500;
+const RECONNECT_MAX_MS = 10_000;
+const PING_INTERVAL_MS = 25_000;
+const PONG_TIMEOUT_MS = 10_000;
+const CLOSE_UNAUTHENTICATED = 4401;
+const STICK_THRESHOLD_PX = 64;
+const NOTICE_MS = 6000;
+const TITLE_CHARS = 60;
+const EVENT_LOG_LIMIT = 5000;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  layout: $("chat-layout"),
+  sidebar: $("sidebar"),
+  backdrop: $("sidebar-backdrop"),
+  toggle: $("sidebar-toggle"),
+  sidebarClose: $("sidebar-close"),
+  list: $("conversation-list"),
+  title: $("chat-title"),
+  menu: $("conversation-menu"),
+  renameForm: $("rename-form"),
+  renameInput: $("rename-title"),
+  deleteForm: $("delete-form"),
+  connection: $("connection-state"),
+  messages: $("messages"),
+  inner: $("messages-inner"),
+  jump: $("jump-button"),
+  notice: $("notice"),
+  composer: $("composer"),
+  input: $("composer-input"),
+  send: $("send-button"),
+  stop: $("stop-button"),
+  charCount: $("char-count"),
+};
+
+const state = {
+  socket: null,
+  connected: false,
+  attempt: 0,
+  timers: { retry: 0, countdown: 0, ping: 0, pong: 0, notice: 0 },
+  conversationId: config.conversationId,
+  pending: null, // {text, userEl, stopRequested}: sent, waiting for its `ack`
+  reply: null, // the assistant reply this socket follows (see trackReply)
+  resuming: false,
+  lastUserText: "",
+  stickToBottom: true,
+};
+
+// Test and debugging hook: server events in arrival order (type, index, message_id).
+const eventLog = [];
+window.__chatEvents = eventLog;
+window.__chatDebug = { dropConnection: () => dropSocket() };
+
+// --- small DOM helpers -------------------------------------------------------------
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name in node) node[name] = value;
+    else node.setAttribute(name, value === true ? "" : value);
+  }
+  node.append(...children);
+  return node;
+}
+
+/** Fill a `{% url ... 0 %}` path from the template with a real id. */
+function urlFor(template, id) {
+  return template.replace(/\/0\/(?!.*\/0\/)/, `/${id}/`);
+}
+
+function titleFrom(text) {
+  const line = text.trim().split("\n")[0] || "";
+  return line.length > TITLE_CHARS ? `${line.slice(0, TITLE_CHARS)}…` : line;
+}
+
+function formatNumber(value, digits) {
+  return Number(value).toLocaleString(undefined, {
+    minimumFractionDigits: digits,
+    maximumFractionDigits: digits,
+  });
+}
+
+// --- messages ------------------------------------------------------------------------
+function userInitial() {
+  const name = document.querySelector("[data-testid=username]")?.textContent.trim() || "Y";
+  return name[0].toUpperCase();
+}
+
+function buildMessage({ role, status, messageId = null, body }) {
+  const article = el("article", {
+    class: `message message-${role}`,
+    "data-testid": "message",
+    "data-role": role,
+    "data-status": status,
+    "data-message-id": messageId ?? "",
+  });
+  const content = el(
+    "div",
+    { class: "message-content" },
+    el("h3", { class: "visually-hidden", text: role === "user" ? "You" : "Assistant" }),
+    body,
+  );
+  if (role === "assistant") content.append(el("div", { class: "message-footer" }));
+  article.append(el("div", { class: "avatar", "aria-hidden": "true", text: role === "user" ? userInitial() : "AI" }), content);
+  return article;
+}
+
+function buildUserMessage(text) {
+  const body = el("div", { class: "message-body", "data-testid": "message-body", text });
+  return buildMessage({ role: "user", status: "sending", body });
+}
+
+function thinkingIndicator(label = "Thinking…") {
+  return el(
+    "span",
+    { class: "thinking", "data-testid": "thinking" },
+    el("span", { class: "thinking-dots", "aria-hidden": "true" }, el("span"), el("span"), el("span")),
+    el("span", { class: "thinking-label", text: label }),
+  );
+}
+
+function buildAssistantMessage(messageId) {
+  const body = el("div", { class: "message-body prose", "data-testid": "message-body" }, thinkingIndicator());
+  return buildMessage({ role: "assistant", status: "streaming", messageId, body });
+}
+
+function appendMessage(article) {
+  $("empty-state")?.remove();
+  ui.inner.append(article);
+  scrollToBottomIfStuck();
+}
+
+function findMessage(messageId) {
+  return ui.inner.querySelector(`.message[data-message-id="${CSS.escape(String(messageId))}"]`);
+}
+
+function latencyBadge(metrics) {
+  if (!metrics || metrics.ttft_ms === null || metrics.ttft_ms === undefined) return null;
+  const badge = el("span", {
+    class: "latency-badge",
+    "data-testid": "latency-badge",
+    "data-ttft-ms": Math.round(metrics.ttft_ms),
+    title: "Time to first token · generation speed · tokens",
+  });
+  badge.append(el("span", { text: `TTFT ${formatNumber(metrics.ttft_ms, 0)} ms` }));
+  if (metrics.tokens_per_second !== null && metrics.tokens_per_second !== undefined) {
+    badge.append(el("span", { text: `${formatNumber(metrics.tokens_per_second, 1)} tok/s` }));
+  }
+  if (metrics.tokens !== null && metrics.tokens !== undefined) {
+    badge.append(el("span", { text: `${metrics.tokens} token${metrics.tokens === 1 ? "" : "s"}` }));
+  }
+  return badge;
+}
+
+function errorBox(message) {
+  return el(
+    "div",
+    { class: "message-error", "data-testid": "message-error", role: "alert" },
+    el("span", { class: "message-error-text", text: message || "The reply failed." }),
+    el("button", { type: "button", class: "button button-small", "data-retry": true, "data-testid": "retry-button", text: "Retry" }),
+  );
+}
+
+/** Wrap each <pre> of rendered html with a Copy button and its language, once. */
+function enhanceCodeBlocks(root) {
+  for (const pre of root.querySelectorAll("pre")) {
+    if (pre.parentElement.classList.contains("code-block")) continue;
+    const wrapper = el("div", { class: "code-block" });
+    pre.replaceWith(wrapper);
+    const language = [...(pre.querySelector("code")?.classList ?? [])]
+      .find((name) => name.startsWith("language-"))
+      ?.slice("language-".length);
+    const head = el(
+      "div",
+      { class: "code-block-head" },
+      el("span", { class: "code-language", text: language || "code" }),
+      el("button", { type: "button", class: "copy-code", "data-copy-code": true, "aria-label": "Copy code", text: "Copy" }),
+    );
+    // Markdown ends every fence with a newline, which renders as an empty last line.
+    const last = (pre.querySelector("code") ?? pre).lastChild;
+    if (last?.nodeType === Node.TEXT_NODE) last.data = last.data.replace(/\n+$/, "");
+    pre.tabIndex = 0; // a scrollable region must be reachable by keyboard
+    wrapper.append(head, pre);
+  }
+}
+
+// --- the reply being streamed ------------------------------------------------------
+function trackReply(article, messageId) {
+  const reply = {
+    messageId,
+    article,
+    body: article.querySelector(".message-body"),
+    lastIndex: -1,
+    buffer: "",
+    textNode: null,
+    frame: 0,
+    stopRequested: false,
+  };
+  article.setAttribute("aria-busy", "true");
+  state.reply = reply;
+  return reply;
+}
+
+function scheduleFlush(reply) {
+  if (!reply.frame) reply.frame = requestAnimationFrame(() => flush(reply));
+}
+
+function flush(reply) {
+  if (reply.frame) cancelAnimationFrame(reply.frame);
+  reply.frame = 0;
+  if (!reply.buffer) return;
+  if (!reply.textNode) {
+    reply.textNode = document.createTextNode("");
+    reply.body.replaceChildren(reply.textNode);
+    reply.body.classList.add("is-plain");
+    reply.article.classList.add("is-generating");
+  }
+  reply.textNode.appendData(reply.buffer);
+  reply.buffer = "";
+  scrollToBottomIfStuck();
+}
+
+/** End a reply with its terminal event: complete, cancelled or a reply error. */
+function finishReply(event, status) {
+  const reply = state.reply && state.reply.messageId === event.message_id ? state.reply : null;
+  const article = reply?.article ?? findMessage(event.message_id);
+  if (!article) return;
+  if (reply) flush(reply);
+  const body = article.querySelector(".message-body");
+  const footer = article.querySelector(".message-footer");
+  footer.replaceChildren();
+  body.classList.remove("is-plain");
+  if (status === "error") {
+    // Keep the partial answer as plain text; the server sends what it saved.
+    const partial = typeof event.content === "string" ? event.content : body.textContent;
+    body.classList.add("is-plain");
+    body.textContent = partial;
+    footer.append(errorBox(event.message));
+    article.dataset.errorCode = event.code;
+  } else {
+    body.innerHTML = event.html; // sanitized on the server (chat/rendering.py)
+    enhanceCodeBlocks(body);
+    if (status === "cancelled") {
+      footer.append(el("span", { class: "marker marker-stopped", "data-testid": "message-stopped", text: "stopped" }));
+    }
+  }
+  const badge = latencyBadge(event.metrics);
+  if (badge) footer.append(badge);
+  article.dataset.status = status;
+  article.classList.remove("is-generating");
+  article.removeAttribute("aria-busy");
+  if (reply) state.reply = null;
+  state.resuming = false;
+  updateControls();
+  scrollToBottomIfStuck();
+}
+
+// --- server events -----------------------------------------------------------------
+const handlers = {
+  ack(event) {
+    const pending = state.pending;
+    state.pending = null;
+    if (pending) {
+      pending.userEl.dataset.messageId = event.user_message_id;
+      pending.userEl.dataset.status = "complete";
+    }
+    adoptConversation(event.conversation_id, pending?.text ?? "");
+    const article = buildAssistantMessage(event.message_id);
+    appendMessage(article);
+    trackReply(article, event.message_id);
+    if (pending?.stopRequested) requestStop();
+    updateControls();
+  },
+
+  progress(event) {
+    const reply = state.reply;
+    if (!reply || reply.messageId !== event.message_id || reply.textNode) return;
+    const label = reply.body.querySelector(".thinking-label");
+    if (label && event.stage !== "complete") label.textContent = event.message;
+  },
+
+  token(event) {
+    const reply = state.reply;
+    if (!reply) return;
+    state.resuming = false;
+    // Resume may replay tokens we already have: the index says which.
+    if (event.index <= reply.lastIndex) return;
+    reply.lastIndex = event.index;
+    reply.buffer += event.content;
+    scheduleFlush(reply);
+  },
+
+  complete(event) {
+    finishReply(event, "complete");
+  },
+
+  cancelled(event) {
+    finishReply(event, "cancelled");
+  },
+
+  error(event) {
+    if (event.message_id !== undefined && event.message_id !== null) {
+      finishReply(event, "error");
+      return;
+    }
+    // A refused frame: the connection and any reply carry on.
+    if (state.pending && event.code !== "not_streaming") {
+      failPending(event.message);
+    } else if (state.resuming && state.reply && event.code === "not_found") {
+      finishReply({ message_id: state.reply.messageId, message: event.message, code: event.code }, "error");
+    }
+    showNotice(event.message);
+  },
+
+  pong() {
+    clearTimeout(state.timers.pong);
+  },
+};
+
+function handleFrame(data) {
+  let event;
+  try {
+    event = JSON.parse(data);
+  } catch {
+    return;
+  }
+  if (eventLog.length >= EVENT_LOG_LIMIT) eventLog.splice(0, eventLog.length - EVENT_LOG_LIMIT + 1);
+  eventLog.push({ type: event.type, index: event.index, message_id: event.message_id, code: event.code, t: performance.now() });
+  handlers[event.type]?.(event);
+}
+
+/** The message we sent was refused: take it back and return its text to the composer. */
+function failPending(reason) {
+  const { text, userEl } = state.pending;
+  state.pending = null;
+  if (!ui.input.value.trim()) {
+    userEl.remove();
+    ui.input.value = text;
+    autosize();
+  } else {
+    userEl.dataset.status = "failed";
+    userEl.querySelector(".message-content").append(el("p", { class: "message-note", text: `Not sent: ${reason}` }));
+  }
+  updateControls();
+}
+
+/** Show the title the server gives an untitled conversation on its first message. */
+function showTitle(text) {
+  const title = titleFrom(text) || "New conversation";
+  ui.title.textContent = title;
+  document.title = document.title.replace(/^[^·]*/, `${title} `);
+  ui.renameInput.value = titleFrom(text);
+  return title;
+}
+
+function adoptConversation(conversationId, text) {
+  if (state.conversationId === conversationId) {
+    if (!ui.renameInput.value) {
+      const title = showTitle(text);
+      const current = ui.list.querySelector(".is-current .conversation-title");
+      if (current) current.textContent = title;
+    }
+    moveCurrentConversationToTop();
+    return;
+  }
+  state.conversationId = conversationId;
+  const url = urlFor(ui.layout.dataset.conversationUrlTemplate, conversationId);
+  history.replaceState(null, "", url);
+  const title = showTitle(text);
+  ui.list.querySelector("[data-testid=conversation-empty]")?.remove();
+  for (const link of ui.list.querySelectorAll(".is-current")) {
+    link.classList.remove("is-current");
+    link.removeAttribute("aria-current");
+  }
+  const link = el(
+    "a",
+    {
+      class: "conversation-link is-current",
+      href: url,
+      "data-testid": "conversation-link",
+      "data-conversation-id": conversationId,
+      "aria-current": "page",
+    },
+    el("span", { class: "conversation-title", text: title }),
+    el("time", { class: "conversation-time", datetime: new Date().toISOString(), "data-relative": true, text: "just now" }),
+  );
+  ui.list.prepend(el("li", {}, link));
+  ui.renameForm.action = urlFor(ui.renameForm.dataset.actionTemplate, conversationId);
+  ui.deleteForm.action = urlFor(ui.deleteForm.dataset.actionTemplate, conversationId);
+  ui.menu.hidden = false;
+}
+
+function moveCurrentConversationToTop() {
+  const item = ui.list.querySelector(".is-current")?.closest("li");
+  if (!item) return;
+  const time = item.querySelector(".conversation-time");
+  time.setAttribute("datetime", new Date().toISOString());
+  time.textContent = "just now";
+  if (item !== ui.list.firstElementChild) ui.list.prepend(item);
+}
+
+// --- sending ---------------------------------------------------------------------------
+function sendFrame(frame) {
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) return false;
+  state.socket.send(JSON.stringify(frame));
+  return true;
+}
+
+function canSend() {
+  return state.connected && !state.pending && !state.reply;
+}
+
+function sendMessage(rawText) {
+  const text = rawText.trim();
+  if (!text || !canSend()) return false;
+  if (text.length > config.maxMessageChars) {
+    showNotice(`Message is ${text.length} characters; the limit is ${config.maxMessageChars}.`);
+    return false;
+  }
+  const frame = { type: "message", content: text };
+  if (state.conversationId !== null && state.conversationId !== undefined) frame.conversation_id = state.conversationId;
+  if (!sendFrame(frame)) return false;
+  hideNotice();
+  const userEl = buildUserMessage(text);
+  state.stickToBottom = true;
+  appendMessage(userEl);
+  state.pending = { text, userEl, stopRequested: false };
+  state.lastUserText = text;
+  updateControls();
+  return true;
+}
+
+function requestStop() {
+  if (state.reply) {
+    state.reply.stopRequested = true;
+    sendFrame({ type: "cancel", message_id: state.reply.messageId });
+  } else if (state.pending) {
+    state.pending.stopRequested = true; // sent once the ack names the reply
+  }
+  updateControls();
+}
+
+function resume(reply) {
+  state.resuming = true;
+  reply.stopRequested = false; // a cancel sent on the old socket may never have arrived
+  sendFrame({ type: "resume", message_id: reply.messageId, after: reply.lastIndex });
+}
+
+function retry(article) {
+  let previous = article.previousElementSibling;
+  while (previous && previous.dataset.role !== "user") previous = previous.previousElementSibling;
+  const text = previous?.querySelector(".message-body").textContent ?? state.lastUserText;
+  if (!text) return;
+  if (!canSend()) {
+    showNotice(state.connected ? "Wait for the current reply to finish." : "Not connected yet; try again in a moment.");
+    return;
+  }
+  if (sendMessage(text)) article.querySelector("[data-retry]")?.remove();
+}
+
+// --- controls ----------------------------------------------------------------------------
+function updateControls() {
+  const busy = Boolean(state.pending || state.reply);
+  ui.send.disabled = !canSend();
+  ui.stop.hidden = !busy;
+  const stopping = Boolean(state.reply?.stopRequested || state.pending?.stopRequested);
+  ui.stop.disabled = stopping || !state.connected;
+  ui.stop.querySelector(".stop-label").textContent = stopping ? "Stopping…" : "Stop";
+  ui.composer.dataset.busy = String(busy);
+}
+
+function showNotice(text) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = false;
+  clearTimeout(state.timers.notice);
+  state.timers.notice = setTimeout(hideNotice, NOTICE_MS);
+}
+
+function hideNotice() {
+  ui.notice.hidden = true;
+  ui.notice.textContent = "";
+}
+
+function autosize() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
+  const length = ui.input.value.length;
+  const near = length > config.maxMessageChars * 0.8;
+  ui.charCount.hidden = !near;
+  if (near) ui.charCount.textContent = `${length.toLocaleString()} / ${config.maxMessageChars.toLocaleString()}`;
+}
+
+// --- scrolling ---------------------------------------------------------------------------
+function distanceFromBottom() {
+  const box = ui.messages;
+  return box.scrollHeight - box.scrollTop - box.clientHeight;
+}
+
+function scrollToBottom() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  state.stickToBottom = true;
+  ui.jump.hidden = true;
+}
+
+function scrollToBottomIfStuck() {
+  if (state.stickToBottom) scrollToBottom();
+  else ui.jump.hidden = distanceFromBottom() < STICK_THRESHOLD_PX;
+}
+
+// --- connection --------------------------------------------------------------------------
+const CONNECTION_LABELS = {
+  connecting: "Connecting…",
+  connected: "Connected",
+  reconnecting: "Reconnecting…",
+  offline: "Offline",
+};
+
+function setConnection(name, label = CONNECTION_LABELS[name]) {
+  ui.connection.dataset.state = name;
+  ui.connection.querySelector(".connection-label").textContent = label;
+}
+
+function clearConnectionTimers() {
+  for (const name of ["retry", "countdown", "ping", "pong"]) {
+    clearTimeout(state.timers[name]);
+    clearInterval(state.timers[name]);
+  }
+}
+
+function connect() {
+  clearConnectionTimers();
+  if (state.socket) return;
+  setConnection(state.attempt === 0 ? "connecting" : "reconnecting", state.attempt === 0 ? undefined : "Reconnecting…");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}${config.wsPath}`);
+  state.socket = socket;
+  socket.addEventListener("open", () => {
+    if (socket !== state.socket) return;
+    state.connected = true;
+    state.attempt = 0;
+    setConnection("connected");
+    state.timers.ping = setInterval(heartbeat, PING_INTERVAL_MS);
+    if (state.reply) resume(state.reply);
+    updateControls();
+  });
+  socket.addEventListener("message", (event) => {
+    if (socket === state.socket) handleFrame(event.data);
+  });
+  socket.addEventListener("close", (event) => {
+    if (socket === state.socket) onClosed(event.code);
+  });
+}
+
+/** Forget the current socket at once (a dead one may take long to report its close). */
+function dropSocket() {
+  const socket = state.socket;
+  if (!socket) return;
+  state.socket = null;
+  socket.close();
+  onClosed(1006);
+}
+
+function heartbeat() {
+  if (!sendFrame({ type: "ping" })) return;
+  clearTimeout(state.timers.pong);
+  state.timers.pong = setTimeout(dropSocket, PONG_TIMEOUT_MS);
+}
+
+function onClosed(code) {
+  state.socket = null;
+  state.connected = false;
+  clearConnectionTimers();
+  if (code === CLOSE_UNAUTHENTICATED) {
+    setConnection("offline", "Logged out");
+    const next = encodeURIComponent(location.pathname);
+    location.assign(`${ui.layout.dataset.loginUrl}?next=${next}`);
+    return;
+  }
+  if (state.pending) failPending("the connection dropped before the server confirmed it.");
+  updateControls();
+  scheduleReconnect();
+}
+
+function scheduleReconnect() {
+  if (!navigator.onLine) {
+    setConnection("offline");
+    return; // the `online` event reconnects
+  }
+  // Exponential backoff with "equal jitter": half fixed, half random.
+  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** state.attempt);
+  const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+  state.attempt += 1;
+  const due = Date.now() + delay;
+  const tick = () => {
+    const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
+    setConnection("reconnecting", `Reconnecting in ${seconds}s`);
+  };
+  tick();
+  state.timers.countdown = setInterval(tick, 250);
+  state.timers.retry = setTimeout(connect, delay);
+}
+
+function reconnectNow() {
+  if (state.socket) return;
+  state.attempt = Math.min(state.attempt, 1);
+  connect();
+}
+
+// --- sidebar (phone widths) ------------------------------------------------------------
+function setSidebar(open) {
+  ui.layout.classList.toggle("sidebar-open", open);
+  ui.toggle.setAttribute("aria-expanded", String(open));
+  ui.backdrop.hidden = !open;
+  if (open) ui.sidebar.querySelector(".is-current, a")?.focus();
+}
+
+// --- wiring ------------------------------------------------------------------------------
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (sendMessage(ui.input.value)) {
+    ui.input.value = "";
+    autosize();
+  }
+});
+
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+  event.preventDefault();
+  ui.composer.requestSubmit();
+});
+ui.input.addEventListener("input", autosize);
+
+ui.stop.addEventListener("click", requestStop);
+
+ui.inner.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-retry]");
+  if (button) retry(button.closest(".message"));
+});
+
+ui.messages.addEventListener(
+  "scroll",
+  () => {
+    state.stickToBottom = distanceFromBottom() < STICK_THRESHOLD_PX;
+    if (state.stickToBottom) ui.jump.hidden = true;
+  },
+  { passive: true },
+);
+ui.jump.addEventListener("click", () => {
+  scrollToBottom();
+  ui.input.focus();
+});
+
+ui.toggle.addEventListener("click", () => setSidebar(!ui.layout.classList.contains("sidebar-open")));
+ui.backdrop.addEventListener("click", () => setSidebar(false));
+ui.sidebarClose.addEventListener("click", () => {
+  setSidebar(false);
+  ui.toggle.focus();
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && ui.layout.classList.contains("sidebar-open")) {
+    setSidebar(false);
+    ui.toggle.focus();
+  }
+});
+
+window.addEventListener("online", reconnectNow);
+window.addEventListener("offline", () => {
+  if (!state.connected) setConnection("offline");
+});
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && !state.socket) reconnectNow();
+});
+
+// Stored replies: code blocks get their Copy buttons too.
+enhanceCodeBlocks(ui.inner);
+
+// A reply still streaming when the page loaded (a reload mid-answer): we can't
+// know how many of its tokens the stored text holds, so replay it all.
+const streaming = [...ui.inner.querySelectorAll('.message[data-role="assistant"][data-status="streaming"]')].pop();
+if (streaming) {
+  streaming.querySelector(".message-footer").replaceChildren();
+  streaming.querySelector(".message-body").replaceChildren(thinkingIndicator("Reconnecting to the reply…"));
+  trackReply(streaming, Number(streaming.dataset.messageId));
+}
+
+scrollToBottom();
+updateControls();
+autosize();
+connect();

@@ -1,0 +1,79 @@
+"""Browser fixtures: Debian's headless Chromium driven by Playwright, and a slow site.
+
+Playwright's own browser downloads are never used: the tests run the system
+Chromium at CHROMIUM_PATH (default /usr/bin/chromium) and skip without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LiveSite
+from tests.e2e.chat_pages import LAPTOP, PHONE, SLOW_TOKENS, SLOW_TPS, SLOW_TTFT_MS
+from tests.support import processes
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Replies on the slow site take seconds, so waits allow more than the default 5 s.
+playwright_sync.expect.set_options(timeout=15_000)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM_PATH).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM_PATH}")
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _new_page(browser, **context_options):
+    context = browser.new_context(**context_options)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, page, errors
+
+
+@pytest.fixture
+def page(browser):
+    """A laptop-sized page; the test fails if the page throws a JavaScript error."""
+    context, page, errors = _new_page(browser, viewport=LAPTOP)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def phone_page(browser):
+    """A phone-sized, touch page."""
+    context, page, errors = _new_page(browser, viewport=PHONE, is_mobile=True, has_touch=True)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def slow_site(tmp_path_factory) -> LiveSite:
+    """Its own fakeai and daphne, with replies slow enough to stop or reload mid-way."""
+    db_path = tmp_path_factory.mktemp("slow") / "db.sqlite3"
+    with processes.fakeai(ttft_ms=SLOW_TTFT_MS, tps=SLOW_TPS, tokens=SLOW_TOKENS) as fakeai_url:
+        env = processes.site_env(fakeai_url=fakeai_url, database_url=f"sqlite:///{db_path}")
+        processes.manage("migrate", "--noinput", env=env)
+        with processes.daphne(env=env) as url:
+            yield LiveSite(url=url, fakeai_url=fakeai_url, env=env)
