@@ -8,6 +8,15 @@ import secrets
 from django.conf import settings
 from django.db import models
 
+DEFAULT_ERROR_MESSAGES = {
+    "interrupted": "The reply was interrupted; the partial answer is saved.",
+    "abandoned": "Nobody was reading, so the reply was stopped.",
+    "rate_limited": "The model was rate limited.",
+    "timeout": "The model took too long to answer.",
+    "bad_request": "The model service refused the request.",
+    "upstream_error": "The model service failed.",
+}
+
 
 class Conversation(models.Model):
     owner = models.ForeignKey(
@@ -49,6 +58,7 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error_code = models.CharField(max_length=32, blank=True)
+    error_message = models.CharField(max_length=300, blank=True)
     model = models.CharField(max_length=200, blank=True)
     ttft_ms = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
@@ -65,6 +75,13 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"
+
+    @property
+    def error_text(self) -> str:
+        """What to tell the person about a failed or stopped reply."""
+        return self.error_message or DEFAULT_ERROR_MESSAGES.get(
+            self.error_code, "The reply failed."
+        )
 
     @property
     def metrics(self) -> dict:

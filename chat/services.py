@@ -241,6 +241,7 @@ async def _finish(
         content=content,
         status=status,
         error_code=error.code if error else "" if stop_code in (None, USER_CANCEL) else stop_code,
+        error_message=error.message if error else "",
         metrics=metric_values,
     )
     if status == Message.Status.COMPLETE:
@@ -262,6 +263,7 @@ async def _finish(
             retryable=error.retryable,
             message_id=message_id,
             content=content,
+            metrics=metric_values,
         )
     await get_streams().finish(stream_key(message_id), terminal)
     logger.info(
@@ -319,11 +321,20 @@ def _save_partial(message_id: int, content: str, tokens: int) -> None:
 
 
 @database_sync_to_async
-def _save_final(message_id: int, *, content: str, status: str, error_code: str, metrics: dict):
+def _save_final(
+    message_id: int,
+    *,
+    content: str,
+    status: str,
+    error_code: str,
+    error_message: str,
+    metrics: dict,
+):
     Message.objects.filter(pk=message_id).update(
         content=content,
         status=status,
         error_code=error_code,
+        error_message=error_message,
         ttft_ms=metrics["ttft_ms"],
         total_ms=metrics["total_ms"],
         tokens=metrics["tokens"],
@@ -368,22 +379,13 @@ def stored_terminal_event(message: Message) -> dict:
         return events.cancelled(
             message_id=message.pk, content=message.content, html=html, metrics=message.metrics
         )
-    code = message.error_code or events.UPSTREAM_ERROR
     return events.error(
-        code,
-        ERROR_MESSAGES.get(code, "The reply failed."),
+        message.error_code or events.UPSTREAM_ERROR,
+        message.error_text,
         message_id=message.pk,
         content=message.content,
+        metrics=message.metrics,
     )
-
-
-ERROR_MESSAGES = {
-    events.INTERRUPTED: "The reply was interrupted; the partial answer is saved.",
-    events.RATE_LIMITED: "The model was rate limited.",
-    events.TIMEOUT: "The model took too long to answer.",
-    events.BAD_REQUEST: "The model service refused the request.",
-    events.ABANDONED: "Nobody was reading, so the reply was stopped.",
-}
 
 
 async def get_own_reply(*, user, message_id: int) -> Message:

@@ -110,7 +110,9 @@ def error(
     retryable: bool | None = None,
     message_id: int | None = None,
     content: str | None = None,
+    metrics: dict | None = None,
 ) -> dict:
+    """An error; with `message_id` it ends that reply and carries its saved text."""
     event: dict[str, Any] = {
         "type": "error",
         "code": code,
@@ -121,6 +123,8 @@ def error(
         event["message_id"] = message_id
     if content is not None:
         event["content"] = content
+    if metrics is not None:
+        event["metrics"] = metrics
     return event
 
 

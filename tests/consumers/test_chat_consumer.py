@@ -215,6 +215,8 @@ async def test_upstream_fault_gives_error_keeps_partial_and_socket_usable(
     message = await Message.objects.aget(pk=error["message_id"])
     assert (message.status, message.error_code) == (Message.Status.ERROR, code)
     assert message.content == "".join(tokens)
+    assert message.error_text == error["message"]
+    assert error["metrics"]["tokens"] == partial_tokens
 
     settings.OPENAI_MODEL = "fakeai"
     await client.send(
