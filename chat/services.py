@@ -35,6 +35,7 @@ CONTROL_CANCEL = "reply.cancel"
 CONTROL_ATTACH = "reply.attach"
 CONTROL_DETACH = "reply.detach"
 
+HISTORY_MAX_MESSAGES = 400
 BUSY_MESSAGE = "A reply is still streaming; stop it or wait for it to finish."
 
 _running: dict[int, asyncio.Task] = {}
@@ -125,12 +126,16 @@ def _create_turn(*, user, content: str, conversation_id: int | None):
             if not conversation.title:
                 conversation.title = title_from(content)
             conversation.save()  # bumps updated_at: the list shows recent first
-        history = [
-            {"role": m.role, "content": m.content}
-            for m in conversation.messages.filter(
+        # Newest first, capped: the prompt budget keeps far fewer than this anyway.
+        recent = (
+            conversation.messages.filter(
                 status__in=[Message.Status.COMPLETE, Message.Status.CANCELLED]
-            ).exclude(content="")
-        ]
+            )
+            .exclude(content="")
+            .order_by("-created_at", "-id")
+            .values("role", "content")[:HISTORY_MAX_MESSAGES]
+        )
+        history = list(reversed(recent))
         user_message = Message.objects.create(
             conversation=conversation, role=Message.Role.USER, content=content
         )
