@@ -22,6 +22,7 @@ install: $(VENV)/.installed
 
 migrate: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
 
 # Starts fakeai (the demo model) when OPENAI_API_KEY is unset, then daphne.
 # Ctrl-C stops both.
