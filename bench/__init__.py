@@ -1,0 +1,1 @@
+"""Benchmarks that start their own processes and write JSON to bench/results/."""
