@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, Value, When
 
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
@@ -194,8 +194,6 @@ async def _generate(*, message_id: int, model: str, prompt: list[dict], control:
     stop = _StopReason()
     watcher = asyncio.create_task(_watch_control(control, asyncio.current_task(), stop))
     watcher.add_done_callback(_log_watcher_failure)
-    interval_s = settings.REPLY_PERSIST_INTERVAL_MS / 1000
-    last_persist = time.monotonic()
     try:
         async with contextlib.aclosing(
             llm.stream_chat(prompt, model=model, metrics=metrics)
@@ -203,9 +201,7 @@ async def _generate(*, message_id: int, model: str, prompt: list[dict], control:
             async for text in tokens:
                 await streams.append(key, events.token(content=text, index=len(parts)))
                 parts.append(text)
-                if time.monotonic() - last_persist >= interval_s:
-                    await _save_partial(message_id, "".join(parts), len(parts))
-                    last_persist = time.monotonic()
+                _partials.track(message_id, parts)
     except asyncio.CancelledError:
         # Ours (cancel, abandoned) or the server shutting down: keep the text either way.
         status = Message.Status.CANCELLED
@@ -220,6 +216,7 @@ async def _generate(*, message_id: int, model: str, prompt: list[dict], control:
         error = llm.LLMError(events.UPSTREAM_ERROR, "The reply failed.", retryable=True)
     finally:
         watcher.cancel()
+        _partials.forget(message_id)
     await _finish(
         message_id=message_id,
         content="".join(parts),
@@ -320,9 +317,58 @@ async def _watch_control(control: str, generator: asyncio.Task, stop: _StopReaso
             grace.cancel()
 
 
+class _PartialSaver:
+    """Saves the text of every streaming reply of this process, in one query per interval.
+
+    Writing from the token loop would make each reply wait on the database
+    thread; one batched UPDATE every REPLY_PERSIST_INTERVAL_MS keeps what a
+    crash loses small at a cost that does not grow with tokens.
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[int, list[str]] = {}
+        self._saved_tokens: dict[int, int] = {}
+        self._task: asyncio.Task | None = None
+
+    def track(self, message_id: int, parts: list[str]) -> None:
+        self._parts[message_id] = parts
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), context=contextvars.Context())
+
+    def forget(self, message_id: int) -> None:
+        self._parts.pop(message_id, None)
+        self._saved_tokens.pop(message_id, None)
+
+    async def _run(self) -> None:
+        while self._parts:
+            await asyncio.sleep(settings.REPLY_PERSIST_INTERVAL_MS / 1000)
+            changed = {
+                message_id: ("".join(parts), len(parts))
+                for message_id, parts in list(self._parts.items())
+                if len(parts) != self._saved_tokens.get(message_id)
+            }
+            if not changed:
+                continue
+            try:
+                await _save_partials(changed)
+            except Exception:
+                logger.exception("saving partial replies failed count=%s", len(changed))
+                continue
+            for message_id, (_, tokens) in changed.items():
+                if message_id in self._parts:
+                    self._saved_tokens[message_id] = tokens
+
+
+_partials = _PartialSaver()
+
+
 @database_sync_to_async
-def _save_partial(message_id: int, content: str, tokens: int) -> None:
-    Message.objects.filter(pk=message_id).update(content=content, tokens=tokens)
+def _save_partials(changed: dict[int, tuple[str, int]]) -> None:
+    # Only rows still streaming: a reply that finished meanwhile keeps its final text.
+    Message.objects.filter(pk__in=changed, status=Message.Status.STREAMING).update(
+        content=Case(*(When(pk=pk, then=Value(text)) for pk, (text, _) in changed.items())),
+        tokens=Case(*(When(pk=pk, then=Value(count)) for pk, (_, count) in changed.items())),
+    )
 
 
 @database_sync_to_async

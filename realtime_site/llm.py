@@ -10,6 +10,7 @@ duplicate it. Prompt budgeting lives here too, beside the call it feeds.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -86,17 +87,35 @@ def get_client() -> openai.AsyncOpenAI:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
+        timeout = openai.Timeout(
+            settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS
+        )
         client = openai.AsyncOpenAI(
             api_key=settings.OPENAI_API_KEY or "fakeai-demo",
             base_url=settings.OPENAI_BASE_URL or None,
             # We retry ourselves, and only before the first token.
             max_retries=0,
-            timeout=openai.Timeout(
-                settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS
+            timeout=timeout,
+            # aiohttp's C parser and connection pool cost far less CPU per
+            # chunk than the default transport under many concurrent streams.
+            http_client=openai.DefaultAioHttpClient(
+                timeout=timeout,
+                limits=httpx2.Limits(
+                    max_connections=settings.LLM_MAX_CONNECTIONS,
+                    max_keepalive_connections=settings.LLM_MAX_CONNECTIONS,
+                    keepalive_expiry=30,
+                ),
             ),
         )
         _clients[loop] = client
     return client
+
+
+async def close_client() -> None:
+    """Close this loop's client and its connections (tests; shutdown)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.close()
 
 
 def reset_clients() -> None:
@@ -170,20 +189,14 @@ async def stream_chat(
     closes the upstream HTTP stream, so the provider stops generating.
     """
     metrics = metrics if metrics is not None else LatencyMetrics()
-    client = get_client()
     model = model or settings.OPENAI_MODEL
     attempt = 0
     while True:
         attempt += 1
         metrics.attempts = attempt
+        opened = _open_stream(messages, model=model, max_tokens=max_tokens)
         try:
-            stream = await client.chat.completions.create(
-                model=model,
-                messages=list(messages),
-                stream=True,
-                stream_options={"include_usage": True},
-                **{settings.LLM_MAX_TOKENS_PARAM: max_tokens or settings.LLM_MAX_OUTPUT_TOKENS},
-            )
+            response = await opened.__aenter__()
         except Exception as exc:  # noqa: BLE001 - mapped, then retried or raised
             error = map_error(exc)
             if not error.retryable or attempt > settings.LLM_MAX_RETRIES:
@@ -197,28 +210,76 @@ async def stream_chat(
 
     finished = False
     try:
-        async for chunk in stream:
-            if chunk.usage is not None:
-                metrics.prompt_tokens = chunk.usage.prompt_tokens
-                metrics.completion_tokens = chunk.usage.completion_tokens
-            for choice in chunk.choices:
-                if choice.finish_reason is not None:
+        async for line in response.iter_lines():
+            chunk = _parse_sse_line(line)
+            if chunk is None:
+                continue
+            if chunk is _DONE:
+                break
+            usage = chunk.get("usage")
+            if usage:
+                metrics.prompt_tokens = usage.get("prompt_tokens")
+                metrics.completion_tokens = usage.get("completion_tokens")
+            for choice in chunk.get("choices") or ():
+                if choice.get("finish_reason") is not None:
                     finished = True
-                text = choice.delta.content if choice.delta else None
+                text = (choice.get("delta") or {}).get("content")
                 if text:
                     metrics.mark_token()
                     yield text
+    except LLMError:
+        raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes an LLMError
         raise map_error(exc) from exc
     finally:
         metrics.finish()
-        await stream.close()
+        # Closes the HTTP response: on cancel the provider sees the disconnect.
+        await opened.__aexit__(None, None, None)
     if not finished:
         raise LLMError(
             events.UPSTREAM_ERROR,
             "The model's answer ended before it was finished.",
             retryable=True,
         )
+
+
+def _open_stream(messages: Sequence[dict], *, model: str, max_tokens: int | None):
+    """The raw streaming response: the SDK builds, sends and checks the request.
+
+    We read the SSE lines ourselves: building an SDK object per chunk was most
+    of the CPU a reply cost (bench/chat_load.py, docs/benchmarks.md).
+    """
+    return get_client().chat.completions.with_streaming_response.create(
+        model=model,
+        messages=list(messages),
+        stream=True,
+        stream_options={"include_usage": True},
+        **{settings.LLM_MAX_TOKENS_PARAM: max_tokens or settings.LLM_MAX_OUTPUT_TOKENS},
+    )
+
+
+_DONE = object()
+
+
+def _parse_sse_line(line: str) -> dict | object | None:
+    """One `data:` line of the chat completions stream; None for other lines."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return _DONE
+    chunk = json.loads(data)
+    if not isinstance(chunk, dict):
+        raise ValueError("stream chunk is not an object")
+    if "error" in chunk:
+        error = chunk["error"] or {}
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise LLMError(
+            events.UPSTREAM_ERROR,
+            f"The model service reported an error: {message}"[:300],
+            retryable=True,
+        )
+    return chunk
 
 
 # --- prompt budgeting ---------------------------------------------------------------

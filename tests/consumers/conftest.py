@@ -48,12 +48,13 @@ async def drain_replies():
 
 
 @pytest.fixture(autouse=True)
-async def close_db_connections():
-    """Close the connections async code opened in worker threads.
+async def close_connections():
+    """Close the model client and the DB connections opened in worker threads.
 
     Otherwise PostgreSQL refuses to drop the test database at the end of the run.
     """
     yield
+    await llm.close_client()
     await database_sync_to_async(connections.close_all)()
 
 
