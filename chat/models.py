@@ -72,6 +72,14 @@ class Message(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["conversation", "status"])]
+        constraints = [
+            # One reply generating per conversation, whichever process starts it.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=models.Q(status="streaming"),
+                name="one_streaming_reply_per_conversation",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"

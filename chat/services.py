@@ -12,7 +12,6 @@ REPLY_ORPHAN_GRACE_SECONDS, the reply is cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator
@@ -21,8 +20,9 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, Value, When
+from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.rendering import render_markdown
@@ -61,6 +61,9 @@ def title_from(content: str) -> str:
 async def start_reply(*, user, content: str, conversation_id: int | None = None) -> ReplyHandle:
     """Save the user's message and start generating the assistant's reply.
 
+    The model request starts before the messages are written, so the database
+    write overlaps the model's time to first token instead of adding to it.
+
     Raises ProtocolError: rate_limited, not_found (someone else's or no such
     conversation), busy (a reply is still streaming in this conversation).
     """
@@ -68,85 +71,146 @@ async def start_reply(*, user, content: str, conversation_id: int | None = None)
         raise events.ProtocolError(
             events.RATE_LIMITED, "Too many messages; wait a minute and try again."
         )
-    try:
-        turn = await _create_turn(user=user, content=content, conversation_id=conversation_id)
-    except _StillStreaming as streaming:
-        # Only a reply whose generator is alive makes the conversation busy.
-        await _expire_dead_replies(streaming.message_ids)
+    context = _NEW_CONVERSATION
+    if conversation_id is not None:
         try:
-            turn = await _create_turn(user=user, content=content, conversation_id=conversation_id)
-        except _StillStreaming:  # another reply started meanwhile
-            raise events.ProtocolError(events.BUSY, BUSY_MESSAGE) from None
-    conversation, user_message, reply, history = turn
+            context = await _load_context(user=user, conversation_id=conversation_id)
+        except _StillStreaming as streaming:
+            # Only a reply whose generator is alive makes the conversation busy.
+            await _expire_dead_replies(streaming.message_ids)
+            try:
+                context = await _load_context(user=user, conversation_id=conversation_id)
+            except _StillStreaming:  # another reply started meanwhile
+                raise events.ProtocolError(events.BUSY, BUSY_MESSAGE) from None
     prompt = llm.build_prompt(
-        history,
+        [*context.history, {"role": "user", "content": content}],
         system_prompt=settings.LLM_SYSTEM_PROMPT,
         budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
     )
+    model = context.model or settings.OPENAI_MODEL
+    metrics = llm.LatencyMetrics()
+    upstream = _EarlyStream(llm.stream_chat(prompt, model=model, metrics=metrics))
+    try:
+        conversation_id, user_message_id, message_id = await _save_turn(
+            user=user, content=content, conversation_id=conversation_id, model=model
+        )
+    except BaseException:
+        await upstream.aclose()
+        raise
     # The default prefix matters: channels_redis receives every process-local
     # channel through one loop keyed on that prefix.
     control = await get_channel_layer().new_channel()
     # Open before returning so a reader started right away finds the stream.
-    await get_streams().open(stream_key(reply.pk), control_channel=control)
+    await get_streams().open(stream_key(message_id), control_channel=control)
     # A fresh context: the task must not inherit the request's thread-sensitive
     # executor, which is gone once the request (or socket) that started it ends.
     task = asyncio.create_task(
-        _generate(message_id=reply.pk, model=reply.model, prompt=prompt, control=control),
-        name=f"reply-{reply.pk}",
+        _generate(message_id=message_id, tokens=upstream, metrics=metrics, control=control),
+        name=f"reply-{message_id}",
         context=contextvars.Context(),
     )
-    _running[reply.pk] = task
-    task.add_done_callback(lambda _: _running.pop(reply.pk, None))
-    logger.info("reply started message_id=%s conversation_id=%s", reply.pk, conversation.pk)
+    _running[message_id] = task
+    task.add_done_callback(lambda _: _running.pop(message_id, None))
+    logger.info("reply started message_id=%s conversation_id=%s", message_id, conversation_id)
     return ReplyHandle(
-        conversation_id=conversation.pk, user_message_id=user_message.pk, message_id=reply.pk
+        conversation_id=conversation_id, user_message_id=user_message_id, message_id=message_id
     )
+
+
+class _EarlyStream:
+    """Token iterator whose upstream request starts at construction, not on first read."""
+
+    def __init__(self, tokens) -> None:
+        self._tokens = tokens
+        self._first = asyncio.create_task(anext(tokens, None), context=contextvars.Context())
+
+    def __aiter__(self):
+        return self._iterate()
+
+    async def _iterate(self):
+        first = await self._first
+        if first is None:
+            return
+        yield first
+        async for text in self._tokens:
+            yield text
+
+    async def aclose(self) -> None:
+        """Stop the upstream request, whether or not it has answered yet."""
+        if not self._first.done():
+            self._first.cancel()
+        await asyncio.gather(self._first, return_exceptions=True)
+        await self._tokens.aclose()
+
+
+@dataclass(frozen=True)
+class _Context:
+    history: list[dict]
+    model: str
+
+
+_NEW_CONVERSATION = _Context(history=[], model="")
 
 
 @database_sync_to_async
-def _create_turn(*, user, content: str, conversation_id: int | None):
-    with transaction.atomic():
-        if conversation_id is None:
-            conversation = Conversation.objects.create(owner=user, title=title_from(content))
-        else:
-            conversation = (
-                Conversation.objects.select_for_update()
-                .filter(pk=conversation_id, owner=user)
-                .first()
-            )
-            if conversation is None:
-                raise events.ProtocolError(events.NOT_FOUND, "No such conversation")
-            streaming = list(
-                conversation.messages.filter(status=Message.Status.STREAMING).values_list(
-                    "pk", flat=True
+def _load_context(*, user, conversation_id: int) -> _Context:
+    """The conversation's recent history; raises not_found or _StillStreaming."""
+    conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
+    if conversation is None:
+        raise events.ProtocolError(events.NOT_FOUND, "No such conversation")
+    streaming = list(
+        conversation.messages.filter(status=Message.Status.STREAMING).values_list("pk", flat=True)
+    )
+    if streaming:
+        raise _StillStreaming(streaming)
+    # Newest first, capped: the prompt budget keeps far fewer than this anyway.
+    recent = (
+        conversation.messages.filter(status__in=[Message.Status.COMPLETE, Message.Status.CANCELLED])
+        .exclude(content="")
+        .order_by("-created_at", "-id")
+        .values("role", "content")[:HISTORY_MAX_MESSAGES]
+    )
+    return _Context(history=list(reversed(recent)), model=conversation.model)
+
+
+@database_sync_to_async
+def _save_turn(
+    *, user, content: str, conversation_id: int | None, model: str
+) -> tuple[int, int, int]:
+    """Save the user's message and the streaming reply: (conversation, user message, reply) ids.
+
+    The unique constraint on streaming replies makes this the real busy check:
+    two messages racing into one conversation, on any processes, cannot both
+    start a reply.
+    """
+    try:
+        with transaction.atomic():
+            if conversation_id is None:
+                conversation_id = Conversation.objects.create(
+                    owner=user, title=title_from(content)
+                ).pk
+            else:
+                # Bumps updated_at: the list shows recent first.
+                Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
+                Conversation.objects.filter(pk=conversation_id, title="").update(
+                    title=title_from(content)
                 )
+            user_message, reply = Message.objects.bulk_create(
+                [
+                    Message(
+                        conversation_id=conversation_id, role=Message.Role.USER, content=content
+                    ),
+                    Message(
+                        conversation_id=conversation_id,
+                        role=Message.Role.ASSISTANT,
+                        status=Message.Status.STREAMING,
+                        model=model,
+                    ),
+                ]
             )
-            if streaming:
-                raise _StillStreaming(streaming)
-            if not conversation.title:
-                conversation.title = title_from(content)
-            conversation.save()  # bumps updated_at: the list shows recent first
-        # Newest first, capped: the prompt budget keeps far fewer than this anyway.
-        recent = (
-            conversation.messages.filter(
-                status__in=[Message.Status.COMPLETE, Message.Status.CANCELLED]
-            )
-            .exclude(content="")
-            .order_by("-created_at", "-id")
-            .values("role", "content")[:HISTORY_MAX_MESSAGES]
-        )
-        history = list(reversed(recent))
-        user_message = Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=content
-        )
-        reply = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            model=conversation.model or settings.OPENAI_MODEL,
-        )
-    history.append({"role": "user", "content": content})
-    return conversation, user_message, reply, history
+    except IntegrityError:
+        raise events.ProtocolError(events.BUSY, BUSY_MESSAGE) from None
+    return conversation_id, user_message.pk, reply.pk
 
 
 class _StillStreaming(Exception):
@@ -185,23 +249,21 @@ class _StopReason:
         self.code: str | None = None
 
 
-async def _generate(*, message_id: int, model: str, prompt: list[dict], control: str) -> None:
+async def _generate(
+    *, message_id: int, tokens: _EarlyStream, metrics: llm.LatencyMetrics, control: str
+) -> None:
     key = stream_key(message_id)
     streams = get_streams()
-    metrics = llm.LatencyMetrics()
     parts: list[str] = []
     status, error = Message.Status.COMPLETE, None
     stop = _StopReason()
     watcher = asyncio.create_task(_watch_control(control, asyncio.current_task(), stop))
     watcher.add_done_callback(_log_watcher_failure)
     try:
-        async with contextlib.aclosing(
-            llm.stream_chat(prompt, model=model, metrics=metrics)
-        ) as tokens:
-            async for text in tokens:
-                await streams.append(key, events.token(content=text, index=len(parts)))
-                parts.append(text)
-                _partials.track(message_id, parts)
+        async for text in tokens:
+            await streams.append(key, events.token(content=text, index=len(parts)))
+            parts.append(text)
+            _partials.track(message_id, parts)
     except asyncio.CancelledError:
         # Ours (cancel, abandoned) or the server shutting down: keep the text either way.
         status = Message.Status.CANCELLED
@@ -217,6 +279,8 @@ async def _generate(*, message_id: int, model: str, prompt: list[dict], control:
     finally:
         watcher.cancel()
         _partials.forget(message_id)
+        # Closes the upstream HTTP stream on cancel: the provider stops generating.
+        await tokens.aclose()
     await _finish(
         message_id=message_id,
         content="".join(parts),

@@ -11,6 +11,7 @@ from asgiref.sync import sync_to_async
 
 from chat import services
 from chat.models import Conversation, Message
+from realtime_site import events
 from tests.consumers.conftest import ChatClient, connect, make_user_with_token
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.services]
@@ -462,3 +463,18 @@ async def test_dead_reply_does_not_block_the_conversation(client, alice):
     await Message.objects.acreate(conversation=conversation, role="assistant", status="streaming")
     await client.send({"content": "carry on", "conversation_id": conversation.pk})
     assert (await client.receive_until("complete"))[-1]["content"].startswith("Echo: carry on")
+
+
+async def test_database_refuses_a_second_streaming_reply_in_a_conversation(alice):
+    # Two messages racing past the busy check (e.g. on two processes) meet the
+    # unique constraint when they save: the second is refused as busy.
+    user, _ = alice
+    conversation_id, _, _ = await services._save_turn(
+        user=user, content="first", conversation_id=None, model="fakeai"
+    )
+    with pytest.raises(events.ProtocolError) as refused:
+        await services._save_turn(
+            user=user, content="second", conversation_id=conversation_id, model="fakeai"
+        )
+    assert refused.value.code == "busy"
+    assert await Message.objects.filter(conversation_id=conversation_id).acount() == 2
