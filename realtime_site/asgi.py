@@ -7,10 +7,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "realtime_site.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django
 
-from chat.auth import BrowserOriginValidator, TokenAuthMiddleware  # noqa: E402
+from chat.auth import BrowserOriginValidator, WebSocketAuthMiddleware  # noqa: E402
 from realtime_site.lifecycle import install_shutdown_hook  # noqa: E402
 from realtime_site.routing import websocket_urlpatterns  # noqa: E402
 
@@ -18,7 +17,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": BrowserOriginValidator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))
         ),
     }
 )

@@ -194,9 +194,8 @@ async def stream_chat(
     while True:
         attempt += 1
         metrics.attempts = attempt
-        opened = _open_stream(messages, model=model, max_tokens=max_tokens)
         try:
-            response = await opened.__aenter__()
+            response = await _post_stream(messages, model=model, max_tokens=max_tokens)
         except Exception as exc:  # noqa: BLE001 - mapped, then retried or raised
             error = map_error(exc)
             if not error.retryable or attempt > settings.LLM_MAX_RETRIES:
@@ -210,7 +209,7 @@ async def stream_chat(
 
     finished = False
     try:
-        async for line in response.iter_lines():
+        async for line in response.aiter_lines():
             chunk = _parse_sse_line(line)
             if chunk is None:
                 continue
@@ -234,7 +233,7 @@ async def stream_chat(
     finally:
         metrics.finish()
         # Closes the HTTP response: on cancel the provider sees the disconnect.
-        await opened.__aexit__(None, None, None)
+        await response.aclose()
     if not finished:
         raise LLMError(
             events.UPSTREAM_ERROR,
@@ -243,18 +242,25 @@ async def stream_chat(
         )
 
 
-def _open_stream(messages: Sequence[dict], *, model: str, max_tokens: int | None):
-    """The raw streaming response: the SDK builds, sends and checks the request.
+async def _post_stream(
+    messages: Sequence[dict], *, model: str, max_tokens: int | None
+) -> httpx2.Response:
+    """Send the request; return the open streaming response (status already checked).
 
-    We read the SSE lines ourselves: building an SDK object per chunk was most
-    of the CPU a reply cost (bench/chat_load.py, docs/benchmarks.md).
+    The client's generic `post` keeps the SDK's auth, headers and status-error
+    mapping but skips its per-request parameter transformation and per-chunk
+    model objects, which were most of the CPU a reply cost under load
+    (docs/benchmarks.md). We read the SSE lines ourselves.
     """
-    return get_client().chat.completions.with_streaming_response.create(
-        model=model,
-        messages=list(messages),
-        stream=True,
-        stream_options={"include_usage": True},
-        **{settings.LLM_MAX_TOKENS_PARAM: max_tokens or settings.LLM_MAX_OUTPUT_TOKENS},
+    body = {
+        "model": model,
+        "messages": list(messages),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        settings.LLM_MAX_TOKENS_PARAM: max_tokens or settings.LLM_MAX_OUTPUT_TOKENS,
+    }
+    return await get_client().post(
+        "/chat/completions", cast_to=httpx2.Response, body=body, stream=True
     )
 
 
