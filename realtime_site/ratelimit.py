@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-import weakref
 
 from django.conf import settings
+
+from realtime_site.redis_clients import get_redis
 
 
 class _MemoryCounter:
@@ -27,16 +27,9 @@ class _MemoryCounter:
 class _RedisCounter:
     def __init__(self, url: str) -> None:
         self._url = url
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     async def hit(self, key: str, window_s: int) -> int:
-        import redis.asyncio as aioredis
-
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = aioredis.from_url(self._url, socket_timeout=5)
-        async with client.pipeline(transaction=True) as pipe:
+        async with get_redis(self._url).pipeline(transaction=True) as pipe:
             pipe.incr(f"rt:rl:{key}")
             pipe.expire(f"rt:rl:{key}", window_s, nx=True)
             count, _ = await pipe.execute()

@@ -108,6 +108,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer and shared state: in memory by default, REDIS_URL for Redis
 REDIS_URL = env.str("REDIS_URL", default="")
+# Reply streams and rate limits (realtime_site.redis_clients): connections per pool,
+# per event loop of a process (one pool for commands, one for blocking reads). A
+# command finding them all busy waits up to REDIS_POOL_TIMEOUT_SECONDS for one.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
+REDIS_POOL_TIMEOUT_SECONDS = env.float("REDIS_POOL_TIMEOUT_SECONDS", default=10.0)
+# The channel layer's pool (per event loop): channels_redis 4.3 builds a plain,
+# non-blocking redis-py pool from the host dict, so past this many commands in flight
+# a send or receive raises MaxConnectionsError instead of waiting. redis-py's default
+# is 100; connections open only on demand: a ceiling for bursts, not a reservation.
+REDIS_CHANNEL_LAYER_MAX_CONNECTIONS = env.int("REDIS_CHANNEL_LAYER_MAX_CONNECTIONS", default=500)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -115,7 +125,13 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, shorter than the
                 # layer's blocking pop: idle consumers would die every 5 s.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "max_connections": REDIS_CHANNEL_LAYER_MAX_CONNECTIONS,
+                    }
+                ],
                 "capacity": env.int("CHANNEL_CAPACITY", default=1000),
                 "expiry": 60,
             },
