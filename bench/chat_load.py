@@ -11,9 +11,12 @@ Run from the repository root:
 
 It starts its own fakeai (default TTFT 200 ms, 50 tokens/s, 50 tokens) and one
 daphne, creates users `bench-<i>` with API tokens, then for each N opens N
-WebSockets (all connected first), releases them together, and has each send
-`--messages` messages one after another (the next after the previous
-`complete`). Every process stops by itself: per-message and per-run timeouts,
+WebSockets (all connected first) and has each send `--messages` messages one
+after another (the next right after the previous `complete`). With
+`--arrival steady` (the default) the users' first messages are spread evenly
+over one reply's duration, so about N replies stream at every moment; with
+`--arrival burst` all N first messages leave in the same instant (worst case).
+Every process stops by itself: per-message and per-run timeouts,
 and a cap on the whole benchmark.
 
 Per message the client measures, with perf_counter:
@@ -58,6 +61,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import re
 import signal
 import subprocess
@@ -119,12 +123,28 @@ class Params:
     profile: bool
     quick: bool
     profile_idle: bool = False
+    arrival: str = "steady"
     db_query: str = ""
     site_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def mode(self) -> str:
         return "ws-redis-pg" if self.redis_postgres else "ws-sqlite"
+
+    def start_offset_s(self, user: int) -> float:
+        """When this user sends its first message, after the run starts.
+
+        "burst": everyone at once, the worst case (N messages in the same
+        millisecond, and again after each reply since all replies take as
+        long). "steady": first messages spread evenly over one reply's
+        duration, then each next message right after `complete`, so about N
+        replies stream at every moment: N concurrent streams in steady state.
+        The same offsets are used for the direct baseline.
+        """
+        if self.arrival == "burst":
+            return 0.0
+        reply_s = self.ttft_ms / 1000 + (self.tokens / self.tps if self.tps else 0)
+        return reply_s * random.Random(1000 + user).random()
 
     def plan(self) -> list[int]:
         """N of each run, in order; the largest N repeated to show run-to-run noise."""
@@ -162,6 +182,13 @@ def parse_args(argv: list[str] | None = None) -> Params:
         help="with --profile: sample waiting threads too (shows how busy the DB thread is)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: N = 1,10; 1 message")
+    parser.add_argument(
+        "--arrival",
+        choices=["steady", "burst"],
+        default="steady",
+        help="steady: first messages spread over one reply's duration (N concurrent streams); "
+        "burst: all N sent in the same instant",
+    )
     parser.add_argument(
         "--db-query",
         default="",
@@ -205,6 +232,7 @@ def parse_args(argv: list[str] | None = None) -> Params:
         profile=args.profile or args.profile_idle,
         profile_idle=args.profile_idle,
         quick=args.quick,
+        arrival=args.arrival,
         db_query=args.db_query.lstrip("?"),
         site_env=site_env,
     )
@@ -524,6 +552,7 @@ async def ws_user(
     ramp: Ramp,
     connect_slots: asyncio.Semaphore,
     params: Params,
+    user: int = 0,
 ) -> None:
     try:
         async with connect_slots:
@@ -544,6 +573,7 @@ async def ws_user(
     ramp.arrive()
     try:
         await ramp.start.wait()
+        await asyncio.sleep(params.start_offset_s(user))
         conversation_id = None
         for index, result in enumerate(results):
             conversation_id = await ws_message(
@@ -593,9 +623,12 @@ async def direct_message(
         raise
 
 
-async def direct_user(client, results: list[MessageResult], ramp: Ramp, params: Params) -> None:
+async def direct_user(
+    client, results: list[MessageResult], ramp: Ramp, params: Params, user: int = 0
+) -> None:
     ramp.arrive()
     await ramp.start.wait()
+    await asyncio.sleep(params.start_offset_s(user))
     for index, result in enumerate(results):
         await direct_message(client, result, index, params)
 
@@ -933,7 +966,7 @@ async def measure(
     connect_slots = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     def ws_maker(i, results, ramp):
-        return ws_user(ws_url, tokens[i], results, ramp, connect_slots, params)
+        return ws_user(ws_url, tokens[i], results, ramp, connect_slots, params, user=i)
 
     # Warm up both paths (imports, first connections, client objects); not recorded.
     warm = openai.AsyncOpenAI(base_url=fakeai_url, api_key="bench", max_retries=0)
@@ -950,7 +983,7 @@ async def measure(
         client = openai.AsyncOpenAI(base_url=fakeai_url, api_key="bench", max_retries=0)
 
         def direct_maker(i, results, ramp, client=client):
-            return direct_user(client, results, ramp, params)
+            return direct_user(client, results, ramp, params, user=i)
 
         print(f"N={n} r{seen[n]}: direct baseline ...", file=sys.stderr, flush=True)
         runs.append(
