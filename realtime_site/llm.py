@@ -209,7 +209,7 @@ async def stream_chat(
 
     finished = False
     try:
-        async for line in response.aiter_lines():
+        async for line in _sse_lines(response):
             chunk = _parse_sse_line(line)
             if chunk is None:
                 continue
@@ -267,12 +267,24 @@ async def _post_stream(
 _DONE = object()
 
 
-def _parse_sse_line(line: str) -> dict | object | None:
+async def _sse_lines(response: httpx2.Response) -> AsyncIterator[bytes]:
+    """The response's lines as bytes: no text decoding layer per chunk."""
+    pending = b""
+    async for data in response.aiter_bytes():
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            yield line.rstrip(b"\r")
+    if pending:
+        yield pending
+
+
+def _parse_sse_line(line: bytes) -> dict | object | None:
     """One `data:` line of the chat completions stream; None for other lines."""
-    if not line.startswith("data:"):
+    if not line.startswith(b"data:"):
         return None
     data = line[5:].strip()
-    if data == "[DONE]":
+    if data == b"[DONE]":
         return _DONE
     chunk = json.loads(data)
     if not isinstance(chunk, dict):

@@ -75,3 +75,34 @@ def test_timeouts_and_broken_streams_map_to_their_codes():
     assert llm.map_error(httpx2.ReadTimeout("slow")).code == "timeout"
     assert llm.map_error(httpx2.RemoteProtocolError("cut")).code == "upstream_error"
     assert llm.map_error(ValueError("{not json")).code == "upstream_error"
+
+
+class _ChunkedResponse:
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def aiter_bytes(self):
+        for chunk in self.chunks:
+            yield chunk
+
+
+async def test_sse_lines_are_reassembled_across_network_chunks():
+    response = _ChunkedResponse(b'data: {"a"', b': 1}\r\n\r\nda', b"ta: [DONE]\n\n")
+    lines = [line async for line in llm._sse_lines(response)]
+    assert lines == [b'data: {"a": 1}', b"", b"data: [DONE]", b""]
+
+
+def test_sse_line_parsing():
+    assert llm._parse_sse_line(b'data: {"choices": []}') == {"choices": []}
+    assert llm._parse_sse_line(b"data: [DONE]") is llm._DONE
+    assert llm._parse_sse_line(b": keep-alive comment") is None
+    assert llm._parse_sse_line(b"") is None
+
+
+def test_error_chunk_in_the_stream_is_an_upstream_error():
+    try:
+        llm._parse_sse_line(b'data: {"error": {"message": "overloaded"}}')
+    except llm.LLMError as error:
+        assert error.code == "upstream_error" and "overloaded" in error.message
+    else:
+        raise AssertionError("no error raised")
