@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx2
 import openai
+import pytest
 
 from realtime_site import llm
 
@@ -100,9 +101,6 @@ def test_sse_line_parsing():
 
 
 def test_error_chunk_in_the_stream_is_an_upstream_error():
-    try:
+    with pytest.raises(llm.LLMError) as caught:
         llm._parse_sse_line(b'data: {"error": {"message": "overloaded"}}')
-    except llm.LLMError as error:
-        assert error.code == "upstream_error" and "overloaded" in error.message
-    else:
-        raise AssertionError("no error raised")
+    assert caught.value.code == "upstream_error" and "overloaded" in caught.value.message
