@@ -153,23 +153,30 @@ _NEW_CONVERSATION = _Context(history=[], model="")
 
 @database_sync_to_async
 def _load_context(*, user, conversation_id: int) -> _Context:
-    """The conversation's recent history; raises not_found or _StillStreaming."""
-    conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
-    if conversation is None:
-        raise events.ProtocolError(events.NOT_FOUND, "No such conversation")
-    streaming = list(
-        conversation.messages.filter(status=Message.Status.STREAMING).values_list("pk", flat=True)
+    """The conversation's recent history; raises not_found or _StillStreaming.
+
+    One query in the common case: it is on the time-to-first-token path.
+    """
+    # Newest first, capped: the prompt budget keeps far fewer than this anyway.
+    recent = list(
+        Message.objects.filter(conversation_id=conversation_id, conversation__owner=user)
+        .order_by("-created_at", "-id")
+        .values("pk", "role", "content", "status", "conversation__model")[:HISTORY_MAX_MESSAGES]
     )
+    if not recent:
+        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
+        if conversation is None:
+            raise events.ProtocolError(events.NOT_FOUND, "No such conversation")
+        return _Context(history=[], model=conversation.model)
+    streaming = [m["pk"] for m in recent if m["status"] == Message.Status.STREAMING]
     if streaming:
         raise _StillStreaming(streaming)
-    # Newest first, capped: the prompt budget keeps far fewer than this anyway.
-    recent = (
-        conversation.messages.filter(status__in=[Message.Status.COMPLETE, Message.Status.CANCELLED])
-        .exclude(content="")
-        .order_by("-created_at", "-id")
-        .values("role", "content")[:HISTORY_MAX_MESSAGES]
-    )
-    return _Context(history=list(reversed(recent)), model=conversation.model)
+    history = [
+        {"role": m["role"], "content": m["content"]}
+        for m in reversed(recent)
+        if m["content"] and m["status"] in (Message.Status.COMPLETE, Message.Status.CANCELLED)
+    ]
+    return _Context(history=history, model=recent[0]["conversation__model"])
 
 
 @database_sync_to_async
@@ -441,8 +448,49 @@ def _save_partials(changed: dict[int, tuple[str, int]]) -> None:
         )
 
 
-@database_sync_to_async
-def _save_final(
+class _FinalSaver:
+    """Group commit for finished replies: every save waiting meanwhile goes in one write.
+
+    A reply's terminal event is published only after its row is final, so a
+    reload never shows older state than the socket did; batching keeps that
+    cheap when many replies finish at once.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[tuple, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    async def save(self, row: tuple) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), context=contextvars.Context())
+        await done
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await _save_finals([row for row, _ in batch])
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
+_finals = _FinalSaver()
+
+_FINAL_COLUMNS = (
+    "content", "status", "error_code", "error_message", "ttft_ms", "total_ms",
+    "tokens", "tokens_per_second", "prompt_tokens", "completion_tokens",
+)  # fmt: skip
+
+
+async def _save_final(
     message_id: int,
     *,
     content: str,
@@ -450,19 +498,30 @@ def _save_final(
     error_code: str,
     error_message: str,
     metrics: dict,
-):
-    Message.objects.filter(pk=message_id).update(
-        content=content,
-        status=status,
-        error_code=error_code,
-        error_message=error_message,
-        ttft_ms=metrics["ttft_ms"],
-        total_ms=metrics["total_ms"],
-        tokens=metrics["tokens"],
-        tokens_per_second=metrics["tokens_per_second"],
-        prompt_tokens=metrics["prompt_tokens"],
-        completion_tokens=metrics["completion_tokens"],
+) -> None:
+    await _finals.save(
+        (
+            content,
+            status,
+            error_code,
+            error_message,
+            metrics["ttft_ms"],
+            metrics["total_ms"],
+            metrics["tokens"],
+            metrics["tokens_per_second"],
+            metrics["prompt_tokens"],
+            metrics["completion_tokens"],
+            message_id,
+        )
     )
+
+
+@database_sync_to_async
+def _save_finals(rows: list[tuple]) -> None:
+    table = connection.ops.quote_name(Message._meta.db_table)
+    assignments = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in _FINAL_COLUMNS)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", rows)
 
 
 # --- follow, resume, cancel ----------------------------------------------------------
