@@ -28,13 +28,7 @@ class LiveSite:
 
     def create_user(self, username: str, password: str = "pass-Word-123") -> str:
         """Create a user through manage.py; return a fresh API token for it."""
-        processes.manage(
-            "shell", "-c",
-            "from django.contrib.auth import get_user_model; "
-            f"get_user_model().objects.create_user({username!r}, password={password!r})",
-            env=self.env,
-        )  # fmt: skip
-        return processes.manage("create_api_token", username, env=self.env).strip()
+        return processes.create_user_with_token(username, env=self.env, password=password)
 
 
 @pytest.fixture(scope="session")

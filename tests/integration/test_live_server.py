@@ -27,13 +27,7 @@ def slow_site(tmp_path, fakeai_url):
         extra={"OPENAI_MODEL": SLOW_MODEL, "REPLY_PERSIST_INTERVAL_MS": "100"},
     )
     processes.manage("migrate", "--noinput", env=env)
-    processes.manage(
-        "shell", "-c",
-        "from django.contrib.auth import get_user_model; "
-        "get_user_model().objects.create_user('slow', password='pass-Word-123')",
-        env=env,
-    )  # fmt: skip
-    token = processes.manage("create_api_token", "slow", env=env).strip()
+    token = processes.create_user_with_token("slow", env=env)
     return env, token, db_path
 
 

@@ -35,13 +35,7 @@ def cluster(fakeai_url):
         extra={"REDIS_URL": REDIS_URL, "OPENAI_MODEL": SLOW_MODEL},
     )
     processes.manage("migrate", "--noinput", env=env)
-    processes.manage(
-        "shell", "-c",
-        "from django.contrib.auth import get_user_model; "
-        "get_user_model().objects.create_user('multi', password='pass-Word-123')",
-        env=env,
-    )  # fmt: skip
-    token = processes.manage("create_api_token", "multi", env=env).strip()
+    token = processes.create_user_with_token("multi", env=env)
     with processes.daphne(env=env) as first, processes.daphne(env=env) as second:
         yield first, second, token
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:

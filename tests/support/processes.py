@@ -85,6 +85,17 @@ def manage(*args: str, env: dict) -> str:
     return result.stdout
 
 
+def create_user_with_token(username: str, *, env: dict, password: str = "pass-Word-123") -> str:
+    """Create a user in the site's database; return a new API token for it."""
+    manage(
+        "shell", "--no-imports", "-c",
+        "from django.contrib.auth import get_user_model; "
+        f"get_user_model().objects.create_user({username!r}, password={password!r})",
+        env=env,
+    )  # fmt: skip
+    return manage("create_api_token", username, env=env).strip()
+
+
 @contextmanager
 def daphne(*, env: dict, port: int | None = None) -> Iterator[str]:
     """A real daphne process serving the site; yields http://127.0.0.1:PORT."""

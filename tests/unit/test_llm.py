@@ -88,7 +88,7 @@ class _ChunkedResponse:
 
 
 async def test_sse_lines_are_reassembled_across_network_chunks():
-    response = _ChunkedResponse(b'data: {"a"', b': 1}\r\n\r\nda', b"ta: [DONE]\n\n")
+    response = _ChunkedResponse(b'data: {"a"', b": 1}\r\n\r\nda", b"ta: [DONE]\n\n")
     lines = [line async for line in llm._sse_lines(response)]
     assert lines == [b'data: {"a": 1}', b"", b"data: [DONE]", b""]
 
