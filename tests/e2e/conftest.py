@@ -1,7 +1,8 @@
 """Browser fixtures: Debian's headless Chromium driven by Playwright, and a slow site.
 
 Playwright's own browser downloads are never used: the tests run the system
-Chromium at CHROMIUM_PATH (default /usr/bin/chromium) and skip without it.
+Chromium at CHROMIUM_PATH (default /usr/bin/chromium; `make test` installs
+Debian's package) and fail loudly without it: browser tests are never skipped.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright import sync_api as playwright_sync  # noqa: E402
 
 from tests.conftest import LiveSite
 from tests.e2e.chat_pages import LAPTOP, PHONE, SLOW_TOKENS, SLOW_TPS, SLOW_TTFT_MS
 from tests.support import processes
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,7 +34,9 @@ playwright_sync.expect.set_options(timeout=15_000)
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM_PATH).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM_PATH}")
+        pytest.fail(
+            f"no Chromium at {CHROMIUM_PATH}: run `make chromium` (apt-get install chromium)"
+        )
     with playwright_sync.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
         yield browser
