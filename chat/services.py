@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from chat.models import Conversation, Message
@@ -196,10 +197,10 @@ def _save_turn(
                     owner=user, title=title_from(content)
                 ).pk
             else:
-                # Bumps updated_at: the list shows recent first.
-                Conversation.objects.filter(pk=conversation_id).update(updated_at=timezone.now())
-                Conversation.objects.filter(pk=conversation_id, title="").update(
-                    title=title_from(content)
+                # Bumps updated_at (the list shows recent first); titles an untitled one.
+                Conversation.objects.filter(pk=conversation_id).update(
+                    updated_at=timezone.now(),
+                    title=Case(When(title="", then=Value(title_from(content))), default=F("title")),
                 )
             user_message, reply = Message.objects.bulk_create(
                 [

@@ -96,7 +96,9 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # Replies persist from worker threads; reuse their connections instead of
 # opening one per write (PostgreSQL).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE_SECONDS", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No health checks: channels closes unusable connections after a failed call,
+# and a check per call doubled the round trips to PostgreSQL under load.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + IMMEDIATE transactions: many replies persist while others read.
     DATABASES["default"]["OPTIONS"] = {

@@ -478,3 +478,13 @@ async def test_database_refuses_a_second_streaming_reply_in_a_conversation(alice
         )
     assert refused.value.code == "busy"
     assert await Message.objects.filter(conversation_id=conversation_id).acount() == 2
+
+
+async def test_first_message_titles_the_conversation_and_later_ones_keep_it(client):
+    await client.send({"content": "What is WAL mode?\nMore detail here"})
+    first = await client.receive_until("complete")
+    conversation_id = first[0]["conversation_id"]
+    await client.send({"content": "and another thing", "conversation_id": conversation_id})
+    await client.receive_until("complete")
+    conversation = await Conversation.objects.aget(pk=conversation_id)
+    assert conversation.title == "What is WAL mode?"
