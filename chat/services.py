@@ -41,6 +41,16 @@ BUSY_MESSAGE = "A reply is still streaming; stop it or wait for it to finish."
 _running: dict[int, asyncio.Task] = {}
 
 
+def _on_db_pool(func):
+    """Run blocking ORM code on the worker thread pool, several calls at a time.
+
+    The default (one shared thread for all database calls of the process)
+    queued every reply's reads and writes behind each other; most of a call
+    is waiting on the database, which threads overlap.
+    """
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
 @dataclass(frozen=True)
 class ReplyHandle:
     conversation_id: int
@@ -152,7 +162,7 @@ class _Context:
 _NEW_CONVERSATION = _Context(history=[], model="")
 
 
-@database_sync_to_async
+@_on_db_pool
 def _load_context(*, user, conversation_id: int) -> _Context:
     """The conversation's recent history; raises not_found or _StillStreaming.
 
@@ -180,7 +190,7 @@ def _load_context(*, user, conversation_id: int) -> _Context:
     return _Context(history=history, model=recent[0]["conversation__model"])
 
 
-@database_sync_to_async
+@_on_db_pool
 def _save_turn(
     *, user, content: str, conversation_id: int | None, model: str
 ) -> tuple[int, int, int]:
@@ -238,7 +248,7 @@ async def _expire_dead_replies(message_ids: list[int]) -> None:
         raise events.ProtocolError(events.BUSY, BUSY_MESSAGE)
 
 
-@database_sync_to_async
+@_on_db_pool
 def _mark_interrupted(message_id: int) -> None:
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         status=Message.Status.ERROR, error_code=events.INTERRUPTED
@@ -433,7 +443,7 @@ class _PartialSaver:
 _partials = _PartialSaver()
 
 
-@database_sync_to_async
+@_on_db_pool
 def _save_partials(changed: dict[int, tuple[str, int]]) -> None:
     # One prepared statement for all rows: building ORM expressions per row cost
     # more than the writes. Only rows still streaming: a reply that finished
@@ -517,7 +527,7 @@ async def _save_final(
     )
 
 
-@database_sync_to_async
+@_on_db_pool
 def _save_finals(rows: list[tuple]) -> None:
     table = connection.ops.quote_name(Message._meta.db_table)
     assignments = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in _FINAL_COLUMNS)

@@ -10,12 +10,29 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
-from django.db import connections
+from django.db import connection, connections
 
 from chat import services
 from chat.auth import create_api_token
 from realtime_site import llm, ratelimit, streams
 from realtime_site.asgi import application
+
+
+@pytest.fixture(scope="session", autouse=True)
+def release_test_database(django_db_setup, django_db_blocker):
+    """End connections left in worker-pool threads before the test database is dropped.
+
+    Database calls run on pool threads, each with its own connection, which
+    outlive the test's event loop; PostgreSQL refuses to drop a database in use.
+    """
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(autouse=True)
