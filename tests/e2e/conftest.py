@@ -31,8 +31,10 @@ CHROMIUM_ARGS = [
 playwright_sync.expect.set_options(timeout=15_000)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: Playwright's sync API runs an event loop in the main thread
+    # while open, which would break async tests collected after this module.
     if not Path(CHROMIUM_PATH).exists():
         pytest.fail(
             f"no Chromium at {CHROMIUM_PATH}: run `make chromium` (apt-get install chromium)"
