@@ -10,10 +10,12 @@ from django.conf import settings
 
 from chat import services
 from realtime_site import events
+from realtime_site.ratelimit import FrameRateLimiter
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
+CLOSE_TOO_MANY_FRAMES = 4429
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -23,6 +25,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user = self.scope.get("user")
         self.follower: asyncio.Task | None = None
         self.following: int | None = None
+        self.frames = FrameRateLimiter(limit=settings.WS_MAX_FRAMES_PER_10S, window_s=10)
+        self.closing = False
         # Accept first: a close before accept becomes an HTTP 403 and the code is lost.
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
@@ -32,6 +36,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._stop_following()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        if not self.frames.allow():
+            # Abuse, not a mistake: say why, then close (documented in docs/protocol.md).
+            self.closing = True
+            await self.send_event(
+                events.error(events.TOO_MANY_FRAMES, "Too many frames; slow down.")
+            )
+            await self.close(code=CLOSE_TOO_MANY_FRAMES)
+            return
         try:
             event = events.parse_client_event(
                 text_data if text_data is not None else None,

@@ -26,6 +26,7 @@ TIMEOUT = "timeout"
 BAD_REQUEST = "bad_request"
 INTERRUPTED = "interrupted"
 ABANDONED = "abandoned"
+TOO_MANY_FRAMES = "too_many_frames"
 
 RETRYABLE_CODES = frozenset({BUSY, RATE_LIMITED, UPSTREAM_ERROR, TIMEOUT, INTERRUPTED})
 

@@ -1,8 +1,9 @@
-"""Fixed-window rate limits, shared across processes when Redis is configured."""
+"""Rate limits: per user (shared across processes with Redis) and per connection."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from django.conf import settings
 
@@ -57,3 +58,26 @@ async def allow(scope: str, subject: str | int, *, limit: int, window_s: int = 6
         return True
     window = int(time.time() // window_s)
     return await _get_counter().hit(f"{scope}:{subject}:{window}", window_s) <= limit
+
+
+class FrameRateLimiter:
+    """Per-connection sliding window: a client flooding one socket gets closed.
+
+    In process on purpose: a socket lives on one process, and the check runs on
+    every frame, so it must cost no round trip.
+    """
+
+    def __init__(self, *, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._times: deque[float] = deque()
+
+    def allow(self, now: float | None = None) -> bool:
+        """Count one frame; False once more than `limit` came within the window."""
+        if self.limit <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        self._times.append(now)
+        while self._times and self._times[0] <= now - self.window_s:
+            self._times.popleft()
+        return len(self._times) <= self.limit

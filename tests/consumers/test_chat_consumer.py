@@ -283,6 +283,18 @@ async def test_rate_limit_per_user(client, settings):
     assert (await client.receive())["code"] == "rate_limited"
 
 
+async def test_flooding_socket_is_told_why_then_closed_with_4429(settings, drain_replies):
+    settings.WS_MAX_FRAMES_PER_10S = 3
+    chat = await connect((await make_user_with_token("flood"))[1])
+    for _ in range(4):
+        await chat.send({"type": "ping"})
+    assert [(await chat.receive())["type"] for _ in range(3)] == ["pong"] * 3
+    error = await chat.receive()
+    assert error["code"] == "too_many_frames" and error["retryable"] is False
+    assert await chat.ws.receive_output(timeout=5) == {"type": "websocket.close", "code": 4429}
+    await chat.close()
+
+
 # --- auth and ownership -----------------------------------------------------------------
 async def test_anonymous_socket_is_closed_with_4401():
     from channels.testing import WebsocketCommunicator

@@ -91,3 +91,12 @@ def test_sse_frame_carries_id_and_legacy_fields():
 def test_sse_terminal_frame_says_done():
     frame = events.sse(events.cancelled(message_id=1, content="", html="", metrics={}))
     assert json.loads(frame.decode().removeprefix("data: "))["done"] is True
+
+
+def test_frame_rate_limiter_slides_its_window():
+    from realtime_site.ratelimit import FrameRateLimiter
+
+    limiter = FrameRateLimiter(limit=2, window_s=10)
+    assert limiter.allow(now=0) and limiter.allow(now=1)
+    assert not limiter.allow(now=2)
+    assert limiter.allow(now=11.5)  # the frames at 0 and 1 have left the window
