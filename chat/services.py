@@ -226,6 +226,8 @@ def _save_turn(
                 ]
             )
     except IntegrityError:
+        if not Conversation.objects.filter(pk=conversation_id, owner=user).exists():
+            raise events.ProtocolError(events.NOT_FOUND, "No such conversation") from None
         raise events.ProtocolError(events.BUSY, BUSY_MESSAGE) from None
     return conversation_id, user_message.pk, reply.pk
 

@@ -500,3 +500,15 @@ async def test_first_message_titles_the_conversation_and_later_ones_keep_it(clie
     await client.receive_until("complete")
     conversation = await Conversation.objects.aget(pk=conversation_id)
     assert conversation.title == "What is WAL mode?"
+
+
+async def test_conversation_deleted_while_starting_is_not_found(alice):
+    user, _ = alice
+    conversation = await Conversation.objects.acreate(owner=user, title="gone soon")
+    conversation_id = conversation.pk
+    await conversation.adelete()
+    with pytest.raises(events.ProtocolError) as refused:
+        await services._save_turn(
+            user=user, content="hello?", conversation_id=conversation_id, model="fakeai"
+        )
+    assert refused.value.code == "not_found"
