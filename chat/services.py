@@ -77,21 +77,28 @@ async def start_reply(*, user, content: str, conversation_id: int | None = None)
     Raises ProtocolError: rate_limited, not_found (someone else's or no such
     conversation), busy (a reply is still streaming in this conversation).
     """
-    if not await ratelimit.allow("chat", user.pk, limit=settings.CHAT_RATE_LIMIT_PER_MINUTE):
+    # A round trip in Redis mode: let it overlap the history read.
+    rate_check = asyncio.ensure_future(
+        ratelimit.allow("chat", user.pk, limit=settings.CHAT_RATE_LIMIT_PER_MINUTE)
+    )
+    context = _NEW_CONVERSATION
+    try:
+        if conversation_id is not None:
+            try:
+                context = await _load_context(user=user, conversation_id=conversation_id)
+            except _StillStreaming as streaming:
+                # Only a reply whose generator is alive makes the conversation busy.
+                await _expire_dead_replies(streaming.message_ids)
+                try:
+                    context = await _load_context(user=user, conversation_id=conversation_id)
+                except _StillStreaming:  # another reply started meanwhile
+                    raise events.ProtocolError(events.BUSY, BUSY_MESSAGE) from None
+    finally:
+        allowed = await rate_check
+    if not allowed:
         raise events.ProtocolError(
             events.RATE_LIMITED, "Too many messages; wait a minute and try again."
         )
-    context = _NEW_CONVERSATION
-    if conversation_id is not None:
-        try:
-            context = await _load_context(user=user, conversation_id=conversation_id)
-        except _StillStreaming as streaming:
-            # Only a reply whose generator is alive makes the conversation busy.
-            await _expire_dead_replies(streaming.message_ids)
-            try:
-                context = await _load_context(user=user, conversation_id=conversation_id)
-            except _StillStreaming:  # another reply started meanwhile
-                raise events.ProtocolError(events.BUSY, BUSY_MESSAGE) from None
     prompt = llm.build_prompt(
         [*context.history, {"role": "user", "content": content}],
         system_prompt=settings.LLM_SYSTEM_PROMPT,

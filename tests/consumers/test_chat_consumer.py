@@ -276,11 +276,14 @@ async def test_binary_frame_is_refused(client):
 
 
 async def test_rate_limit_per_user(client, settings):
-    settings.CHAT_RATE_LIMIT_PER_MINUTE = 1
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 2
     await client.send({"content": "one"})
-    await client.receive_until("complete")
+    conversation_id = (await client.receive_until("complete"))[0]["conversation_id"]
     await client.send({"content": "two"})
+    await client.receive_until("complete")
+    await client.send({"content": "three", "conversation_id": conversation_id})
     assert (await client.receive())["code"] == "rate_limited"
+    assert await Message.objects.filter(conversation_id=conversation_id).acount() == 2
 
 
 async def test_flooding_socket_is_told_why_then_closed_with_4429(settings, drain_replies):
