@@ -30,6 +30,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         # Accept first: a close before accept becomes an HTTP 403 and the code is lost.
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
+            self.closing = True  # frames racing the close are ignored
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def disconnect(self, code: int) -> None:
@@ -48,7 +49,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         try:
             event = events.parse_client_event(
-                text_data if text_data is not None else None,
+                text_data,
                 max_frame_bytes=settings.CHAT_MAX_FRAME_BYTES,
                 max_content_chars=settings.CHAT_MAX_MESSAGE_CHARS,
             )

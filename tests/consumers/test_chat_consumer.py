@@ -312,6 +312,22 @@ async def test_anonymous_socket_is_closed_with_4401():
     await communicator.disconnect()
 
 
+async def test_frames_from_an_anonymous_socket_are_ignored():
+    from channels.testing import WebsocketCommunicator
+
+    from realtime_site.asgi import application
+
+    communicator = WebsocketCommunicator(
+        application, "/ws/chat/", headers=[(b"origin", b"http://testserver")]
+    )
+    await communicator.connect()
+    await communicator.send_to(text_data='{"content": "sneaky"}')
+    assert (await communicator.receive_output(timeout=5))["code"] == 4401
+    assert await communicator.receive_nothing(timeout=0.3)
+    assert await Message.objects.acount() == 0
+    await communicator.disconnect()
+
+
 async def test_invalid_token_is_anonymous():
     from channels.testing import WebsocketCommunicator
 
