@@ -13,6 +13,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import (
     HttpRequest,
     HttpResponse,
+    HttpResponseBadRequest,
     JsonResponse,
     StreamingHttpResponse,
 )
@@ -85,6 +86,8 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     new_key = None
     if request.method == "POST":
         if "revoke" in request.POST:
+            if not request.POST["revoke"].isdigit():
+                return HttpResponseBadRequest("Unknown token")
             ApiToken.objects.filter(user=request.user, pk=request.POST["revoke"]).delete()
             flash.success(request, "Token revoked.")
             return redirect("chat:tokens")

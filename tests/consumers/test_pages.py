@@ -93,3 +93,7 @@ def test_token_can_be_revoked_only_by_its_owner(alice, alice_client):
 
 def test_health_check():
     assert Client().get("/healthz").json() == {"status": "ok"}
+
+
+def test_revoking_a_malformed_token_id_is_a_400(alice_client):
+    assert alice_client.post("/chat/tokens/", {"revoke": "abc"}).status_code == 400
