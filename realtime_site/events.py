@@ -214,7 +214,8 @@ def parse_client_event(
     if not isinstance(content, str):
         raise ProtocolError(INVALID_EVENT, "'content' must be a string")
     if event_type == "message":
-        content = content.strip()
+        # NUL is never meaningful in a chat message, and PostgreSQL text cannot store it.
+        content = content.replace("\x00", "").strip()
         if not content:
             raise ProtocolError(EMPTY_CONTENT, "Message is empty")
         if len(content) > max_content_chars:

@@ -256,6 +256,12 @@ async def test_bad_frame_gets_error_and_socket_stays_open(client, frame, code):
     assert (await client.receive())["type"] == "pong"
 
 
+async def test_nul_character_in_a_message_is_dropped_not_fatal(client):
+    await client.send({"content": "nul\u0000here"})
+    received = await client.receive_until("complete")
+    assert received[-1]["content"].startswith("Echo: nulhere")
+
+
 async def test_oversize_content_is_refused(client, settings):
     settings.CHAT_MAX_MESSAGE_CHARS = 100
     await client.send({"content": "x" * 101})

@@ -100,3 +100,10 @@ def test_frame_rate_limiter_slides_its_window():
     assert limiter.allow(now=0) and limiter.allow(now=1)
     assert not limiter.allow(now=2)
     assert limiter.allow(now=11.5)  # the frames at 0 and 1 have left the window
+
+
+def test_nul_characters_are_removed_from_messages():
+    assert parse('{"content": "a\\u0000b"}').content == "ab"
+    with pytest.raises(events.ProtocolError) as caught:
+        parse('{"content": "\\u0000"}')
+    assert caught.value.code == "empty_content"
