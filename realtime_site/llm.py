@@ -223,6 +223,8 @@ async def stream_chat(
                 if choice.get("finish_reason") is not None:
                     finished = True
                 text = (choice.get("delta") or {}).get("content")
+                if text and "\x00" in text:
+                    text = text.replace("\x00", "")  # PostgreSQL text cannot store NUL
                 if text:
                     metrics.mark_token()
                     yield text
