@@ -328,14 +328,23 @@ async def _finish(
 ) -> None:
     html = render_markdown(content)
     metric_values = metrics.as_dict()
-    await _save_final(
-        message_id,
-        content=content,
-        status=status,
-        error_code=error.code if error else "" if stop_code in (None, USER_CANCEL) else stop_code,
-        error_message=error.message if error else "",
-        metrics=metric_values,
-    )
+    try:
+        await _save_final(
+            message_id,
+            content=content,
+            status=status,
+            error_code=error.code
+            if error
+            else ""
+            if stop_code in (None, USER_CANCEL)
+            else stop_code,
+            error_message=error.message if error else "",
+            metrics=metric_values,
+        )
+    except Exception:
+        # Readers still get the terminal event; the row keeps its last partial
+        # text and is marked interrupted when next looked at.
+        logger.exception("saving the finished reply failed message_id=%s", message_id)
     if status == Message.Status.COMPLETE:
         terminal = events.complete(
             message_id=message_id,

@@ -537,3 +537,15 @@ async def test_conversation_deleted_while_starting_is_not_found(alice):
             user=user, content="hello?", conversation_id=conversation_id, model="fakeai"
         )
     assert refused.value.code == "not_found"
+
+
+async def test_a_failed_final_save_still_ends_the_reply_for_its_readers(client, monkeypatch):
+    def database_down(rows):
+        raise RuntimeError("database unavailable")
+
+    monkeypatch.setattr(services, "_save_finals", services._on_db_pool(database_down))
+    await client.send({"content": "save fails"})
+    received = await client.receive_until("complete")
+    assert received[-1]["content"].startswith("Echo: save fails")
+    await client.send({"type": "ping"})
+    assert (await client.receive())["type"] == "pong"
