@@ -17,14 +17,15 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
+from chat import persistence
 from chat.models import Conversation, Message
+from chat.persistence import on_db_pool
 from chat.rendering import render_markdown
 from realtime_site import events, llm, ratelimit
 from realtime_site.streams import StreamGone, get_streams
@@ -39,16 +40,6 @@ HISTORY_MAX_MESSAGES = 400
 BUSY_MESSAGE = "A reply is still streaming; stop it or wait for it to finish."
 
 _running: dict[int, asyncio.Task] = {}
-
-
-def _on_db_pool(func):
-    """Run blocking ORM code on the worker thread pool, several calls at a time.
-
-    The default (one shared thread for all database calls of the process)
-    queued every reply's reads and writes behind each other; most of a call
-    is waiting on the database, which threads overlap.
-    """
-    return database_sync_to_async(func, thread_sensitive=False)
 
 
 @dataclass(frozen=True)
@@ -169,7 +160,7 @@ class _Context:
 _NEW_CONVERSATION = _Context(history=[], model="")
 
 
-@_on_db_pool
+@on_db_pool
 def _load_context(*, user, conversation_id: int) -> _Context:
     """The conversation's recent history; raises not_found or _StillStreaming.
 
@@ -197,7 +188,7 @@ def _load_context(*, user, conversation_id: int) -> _Context:
     return _Context(history=history, model=recent[0]["conversation__model"])
 
 
-@_on_db_pool
+@on_db_pool
 def _save_turn(
     *, user, content: str, conversation_id: int | None, model: str
 ) -> tuple[int, int, int]:
@@ -257,7 +248,7 @@ async def _expire_dead_replies(message_ids: list[int]) -> None:
         raise events.ProtocolError(events.BUSY, BUSY_MESSAGE)
 
 
-@_on_db_pool
+@on_db_pool
 def _mark_interrupted(message_id: int) -> None:
     Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         status=Message.Status.ERROR, error_code=events.INTERRUPTED
@@ -289,7 +280,7 @@ async def _generate(
         async for text in tokens:
             await streams.append(key, events.token(content=text, index=len(parts)))
             parts.append(text)
-            _partials.track(message_id, parts)
+            persistence.track_partial(message_id, parts)
     except asyncio.CancelledError:
         # Ours (cancel, abandoned) or the server shutting down: keep the text either way.
         status = Message.Status.CANCELLED
@@ -304,7 +295,7 @@ async def _generate(
         error = llm.LLMError(events.UPSTREAM_ERROR, "The reply failed.", retryable=True)
     finally:
         watcher.cancel()
-        _partials.forget(message_id)
+        persistence.forget_partial(message_id)
         # Closes the upstream HTTP stream on cancel: the provider stops generating.
         await tokens.aclose()
     await _finish(
@@ -329,7 +320,7 @@ async def _finish(
     html = render_markdown(content)
     metric_values = metrics.as_dict()
     try:
-        await _save_final(
+        await persistence.save_final(
             message_id,
             content=content,
             status=status,
@@ -414,143 +405,6 @@ async def _watch_control(control: str, generator: asyncio.Task, stop: _StopReaso
     finally:
         if grace is not None:
             grace.cancel()
-
-
-class _PartialSaver:
-    """Saves the text of every streaming reply of this process, in one query per interval.
-
-    Writing from the token loop would make each reply wait on the database
-    thread; one batched UPDATE every REPLY_PERSIST_INTERVAL_MS keeps what a
-    crash loses small at a cost that does not grow with tokens.
-    """
-
-    def __init__(self) -> None:
-        self._parts: dict[int, list[str]] = {}
-        self._saved_tokens: dict[int, int] = {}
-        self._task: asyncio.Task | None = None
-
-    def track(self, message_id: int, parts: list[str]) -> None:
-        self._parts[message_id] = parts
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), context=contextvars.Context())
-
-    def forget(self, message_id: int) -> None:
-        self._parts.pop(message_id, None)
-        self._saved_tokens.pop(message_id, None)
-
-    async def _run(self) -> None:
-        while self._parts:
-            await asyncio.sleep(settings.REPLY_PERSIST_INTERVAL_MS / 1000)
-            changed = {
-                message_id: ("".join(parts), len(parts))
-                for message_id, parts in list(self._parts.items())
-                if len(parts) != self._saved_tokens.get(message_id)
-            }
-            if not changed:
-                continue
-            try:
-                await _save_partials(changed)
-            except Exception:
-                logger.exception("saving partial replies failed count=%s", len(changed))
-                continue
-            for message_id, (_, tokens) in changed.items():
-                if message_id in self._parts:
-                    self._saved_tokens[message_id] = tokens
-
-
-_partials = _PartialSaver()
-
-
-@_on_db_pool
-def _save_partials(changed: dict[int, tuple[str, int]]) -> None:
-    # One prepared statement for all rows: building ORM expressions per row cost
-    # more than the writes. Only rows still streaming: a reply that finished
-    # meanwhile keeps its final text.
-    table = connection.ops.quote_name(Message._meta.db_table)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(
-            f"UPDATE {table} SET content = %s, tokens = %s WHERE id = %s AND status = %s",
-            [
-                (text, tokens, message_id, Message.Status.STREAMING.value)
-                for message_id, (text, tokens) in changed.items()
-            ],
-        )
-
-
-class _FinalSaver:
-    """Group commit for finished replies: every save waiting meanwhile goes in one write.
-
-    A reply's terminal event is published only after its row is final, so a
-    reload never shows older state than the socket did; batching keeps that
-    cheap when many replies finish at once.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[tuple, asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
-
-    async def save(self, row: tuple) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((row, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), context=contextvars.Context())
-        await done
-
-    async def _write(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                await _save_finals([row for row, _ in batch])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
-
-
-_finals = _FinalSaver()
-
-_FINAL_COLUMNS = (
-    "content", "status", "error_code", "error_message", "ttft_ms", "total_ms",
-    "tokens", "tokens_per_second", "prompt_tokens", "completion_tokens",
-)  # fmt: skip
-
-
-async def _save_final(
-    message_id: int,
-    *,
-    content: str,
-    status: str,
-    error_code: str,
-    error_message: str,
-    metrics: dict,
-) -> None:
-    await _finals.save(
-        (
-            content,
-            status,
-            error_code,
-            error_message,
-            metrics["ttft_ms"],
-            metrics["total_ms"],
-            metrics["tokens"],
-            metrics["tokens_per_second"],
-            metrics["prompt_tokens"],
-            metrics["completion_tokens"],
-            message_id,
-        )
-    )
-
-
-@_on_db_pool
-def _save_finals(rows: list[tuple]) -> None:
-    table = connection.ops.quote_name(Message._meta.db_table)
-    assignments = ", ".join(f"{connection.ops.quote_name(c)} = %s" for c in _FINAL_COLUMNS)
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", rows)
 
 
 # --- follow, resume, cancel ----------------------------------------------------------

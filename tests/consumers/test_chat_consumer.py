@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat import services
+from chat import persistence, services
 from chat.models import Conversation, Message
 from realtime_site import events
 from tests.consumers.conftest import ChatClient, connect, make_user_with_token
@@ -543,7 +543,7 @@ async def test_a_failed_final_save_still_ends_the_reply_for_its_readers(client, 
     def database_down(rows):
         raise RuntimeError("database unavailable")
 
-    monkeypatch.setattr(services, "_save_finals", services._on_db_pool(database_down))
+    monkeypatch.setattr(persistence, "_save_finals", persistence.on_db_pool(database_down))
     await client.send({"content": "save fails"})
     received = await client.receive_until("complete")
     assert received[-1]["content"].startswith("Echo: save fails")
