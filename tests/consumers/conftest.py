@@ -109,11 +109,16 @@ class ChatClient:
         await self.ws.disconnect()
 
 
+def raw_socket(headers: list) -> WebsocketCommunicator:
+    """A chat socket on the real app, not yet connected, for handshake-level tests."""
+    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+
+
 async def connect(token: str | None = None, *, headers: list | None = None) -> ChatClient:
     all_headers = list(headers or [])
     if token is not None:
         all_headers.append((b"authorization", f"Bearer {token}".encode()))
-    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=all_headers)
+    communicator = raw_socket(all_headers)
     connected, _ = await communicator.connect()
     assert connected
     return ChatClient(communicator)

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from chat import persistence, services
 from chat.models import Conversation, Message
 from realtime_site import events
-from tests.consumers.conftest import ChatClient, connect, make_user_with_token
+from tests.consumers.conftest import ChatClient, connect, make_user_with_token, raw_socket
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -306,26 +306,14 @@ async def test_flooding_socket_is_told_why_then_closed_with_4429(settings, drain
 
 # --- auth and ownership -----------------------------------------------------------------
 async def test_anonymous_socket_is_closed_with_4401():
-    from channels.testing import WebsocketCommunicator
-
-    from realtime_site.asgi import application
-
-    communicator = WebsocketCommunicator(
-        application, "/ws/chat/", headers=[(b"origin", b"http://testserver")]
-    )
+    communicator = raw_socket([(b"origin", b"http://testserver")])
     await communicator.connect()
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
     await communicator.disconnect()
 
 
 async def test_frames_from_an_anonymous_socket_are_ignored():
-    from channels.testing import WebsocketCommunicator
-
-    from realtime_site.asgi import application
-
-    communicator = WebsocketCommunicator(
-        application, "/ws/chat/", headers=[(b"origin", b"http://testserver")]
-    )
+    communicator = raw_socket([(b"origin", b"http://testserver")])
     await communicator.connect()
     await communicator.send_to(text_data='{"content": "sneaky"}')
     assert (await communicator.receive_output(timeout=5))["code"] == 4401
@@ -335,26 +323,14 @@ async def test_frames_from_an_anonymous_socket_are_ignored():
 
 
 async def test_invalid_token_is_anonymous():
-    from channels.testing import WebsocketCommunicator
-
-    from realtime_site.asgi import application
-
-    communicator = WebsocketCommunicator(
-        application, "/ws/chat/", headers=[(b"authorization", b"Bearer rt_wrong")]
-    )
+    communicator = raw_socket([(b"authorization", b"Bearer rt_wrong")])
     await communicator.connect()
     assert (await communicator.receive_output(timeout=5))["code"] == 4401
     await communicator.disconnect()
 
 
 async def test_session_socket_from_foreign_origin_is_rejected(alice):
-    from channels.testing import WebsocketCommunicator
-
-    from realtime_site.asgi import application
-
-    communicator = WebsocketCommunicator(
-        application, "/ws/chat/", headers=[(b"origin", b"http://evil.example")]
-    )
+    communicator = raw_socket([(b"origin", b"http://evil.example")])
     connected, _ = await communicator.connect()
     assert not connected
     await communicator.disconnect()
