@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -20,14 +21,19 @@ from chat.models import Message
 logger = logging.getLogger(__name__)
 
 
-def on_db_pool(func):
-    """Run blocking ORM code on the worker thread pool, several calls at a time.
+_db_threads = ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="db")
 
-    The default (one shared thread for all database calls of the process)
-    queued every reply's reads and writes behind each other; most of a call
-    is waiting on the database, which threads overlap.
+
+def on_db_pool(func):
+    """Run blocking ORM code on the reply database threads (DB_THREADS of them).
+
+    One shared thread for every database call of the process queued each
+    reply's reads and writes behind all others; with PostgreSQL most of a call
+    is waiting on the server, which several threads overlap. SQLite has one
+    writer at a time and its lock waits back off in long sleeps, so there the
+    setting defaults to one thread.
     """
-    return database_sync_to_async(func, thread_sensitive=False)
+    return database_sync_to_async(func, thread_sensitive=False, executor=_db_threads)
 
 
 class _PartialSaver:

@@ -107,6 +107,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Threads for the database work of streaming replies (chat.persistence). SQLite
+# takes one writer at a time, and contending writers back off in sleeps of up
+# to 100 ms: one thread there; PostgreSQL overlaps several.
+DB_THREADS = env.int(
+    "DB_THREADS",
+    default=1 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 8,
+)
 
 # --- Channel layer and shared state: in memory by default, REDIS_URL for Redis
 REDIS_URL = env.str("REDIS_URL", default="")
