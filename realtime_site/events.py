@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # --- error codes ---------------------------------------------------------------
@@ -168,7 +168,6 @@ class ClientEvent:
     conversation_id: int | None = None
     message_id: int | None = None
     after: int = -1
-    extra: dict = field(default_factory=dict)
 
 
 CHAT_CLIENT_TYPES = frozenset({"message", "cancel", "resume", "ping"})
@@ -229,5 +228,4 @@ def parse_client_event(
         conversation_id=_optional_int(data, "conversation_id"),
         message_id=_optional_int(data, "message_id"),
         after=-1 if after is None else after,
-        extra={k: v for k, v in data.items() if k not in {"type", "content"}},
     )

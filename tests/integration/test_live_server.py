@@ -10,9 +10,9 @@ import time
 import urllib.request
 
 import pytest
-from websockets.sync.client import connect
 
 from tests.support import processes
+from tests.support.chat_socket import recv, recv_until, ws_connect
 
 SLOW_MODEL = "fakeai:ttft=50,tps=25,tokens=60"
 
@@ -29,22 +29,6 @@ def slow_site(tmp_path, fakeai_url):
     processes.manage("migrate", "--noinput", env=env)
     token = processes.create_user_with_token("slow", env=env)
     return env, token, db_path
-
-
-def ws_connect(url: str, token: str):
-    return connect(
-        url.replace("http://", "ws://") + "/ws/chat/",
-        additional_headers={"Authorization": f"Bearer {token}"},
-    )
-
-
-def recv_until(ws, *types: str) -> list[dict]:
-    received = []
-    while True:
-        event = json.loads(ws.recv(timeout=15))
-        received.append(event)
-        if event["type"] in types:
-            return received
 
 
 def message_row(db_path, message_id: int) -> tuple[str, str, str]:
@@ -81,10 +65,10 @@ def test_partial_answer_survives_a_killed_server_and_resume_reports_it(slow_site
     env, token, db_path = slow_site
     with processes.daphne(env=env) as url, ws_connect(url, token) as ws:
         ws.send(json.dumps({"content": "kill the server"}))
-        ack = json.loads(ws.recv(timeout=10))
+        ack = recv(ws, timeout=10)
         seen = [e for e in recv_until(ws, "token") if e["type"] == "token"]
         while len(seen) < 10:
-            seen.append(json.loads(ws.recv(timeout=10)))
+            seen.append(recv(ws, timeout=10))
         pid = processes.pid_of(url)
         os.kill(pid, signal.SIGKILL)
 
@@ -94,7 +78,7 @@ def test_partial_answer_survives_a_killed_server_and_resume_reports_it(slow_site
 
     with processes.daphne(env=env) as url, ws_connect(url, token) as ws:
         ws.send(json.dumps({"type": "resume", "message_id": ack["message_id"], "after": -1}))
-        error = json.loads(ws.recv(timeout=10))
+        error = recv(ws, timeout=10)
     assert error["type"] == "error" and error["code"] == "interrupted"
     assert error["content"] == saved
     assert message_row(db_path, ack["message_id"])[:2] == ("error", "interrupted")
@@ -104,7 +88,7 @@ def test_sigterm_mid_reply_saves_the_partial_answer_as_interrupted(slow_site):
     env, token, db_path = slow_site
     with processes.daphne(env=env) as url, ws_connect(url, token) as ws:
         ws.send(json.dumps({"content": "stop the server"}))
-        ack = json.loads(ws.recv(timeout=10))
+        ack = recv(ws, timeout=10)
         seen = [e for e in recv_until(ws, "token") if e["type"] == "token"]
         os.kill(processes.pid_of(url), signal.SIGTERM)
         received = recv_until(ws, "error")

@@ -12,9 +12,9 @@ import time
 import psycopg
 import pytest
 import redis
-from websockets.sync.client import connect
 
 from tests.support import processes
+from tests.support.chat_socket import recv, recv_until, ws_connect
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "realtime_multi_instance_test"
@@ -40,25 +40,6 @@ def cluster(fakeai_url):
         yield first, second, token
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-
-
-def ws_connect(url: str, token: str):
-    return connect(
-        url.replace("http://", "ws://") + "/ws/chat/",
-        additional_headers={"Authorization": f"Bearer {token}"},
-    )
-
-
-def recv(ws, timeout: float = 15) -> dict:
-    return json.loads(ws.recv(timeout=timeout))
-
-
-def recv_until(ws, *types: str) -> list[dict]:
-    received = []
-    while True:
-        received.append(recv(ws))
-        if received[-1]["type"] in types:
-            return received
 
 
 def test_reply_started_on_one_instance_resumes_on_the_other(cluster):
