@@ -64,7 +64,7 @@ class _PartialSaver:
             changed = {
                 message_id: ("".join(parts), len(parts))
                 for message_id, parts in list(self._parts.items())
-                if len(parts) != self._saved_tokens.get(message_id)
+                if parts and len(parts) != self._saved_tokens.get(message_id)
             }
             if not changed:
                 continue

@@ -276,11 +276,12 @@ async def _generate(
     stop = _StopReason()
     watcher = asyncio.create_task(_watch_control(control, asyncio.current_task(), stop))
     watcher.add_done_callback(_log_watcher_failure)
+    # The saver reads `parts` as it grows: registered once, not per token.
+    persistence.track_partial(message_id, parts)
     try:
         async for text in tokens:
             await streams.append(key, events.token(content=text, index=len(parts)))
             parts.append(text)
-            persistence.track_partial(message_id, parts)
     except asyncio.CancelledError:
         # Ours (cancel, abandoned) or the server shutting down: keep the text either way.
         status = Message.Status.CANCELLED
