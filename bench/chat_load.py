@@ -271,7 +271,7 @@ USERS_SCRIPT = """
 import json
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from chat.auth import create_api_token
+from accounts.services import create_api_token
 User = get_user_model()
 raws = []
 with transaction.atomic():

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from chat.models import ApiToken, Conversation, Message
+from chat.models import Conversation, Message
 
 
 class MessageInline(admin.TabularInline):
@@ -36,12 +36,3 @@ class MessageAdmin(admin.ModelAdmin):
     raw_id_fields = ("conversation",)
     readonly_fields = ("created_at", "updated_at")
     list_select_related = ("conversation",)
-
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "key_prefix", "created_at", "last_used_at")
-    list_filter = ("created_at", "last_used_at")
-    search_fields = ("name", "user__username", "key_prefix")
-    raw_id_fields = ("user",)
-    readonly_fields = ("key_hash", "key_prefix", "created_at", "last_used_at")

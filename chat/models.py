@@ -1,12 +1,11 @@
-"""Conversations, their messages, and personal API tokens."""
+"""Conversations and their messages."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 from django.conf import settings
 from django.db import models
+
+from realtime.rendering import render_markdown
 
 DEFAULT_ERROR_MESSAGES = {
     "interrupted": "The reply was interrupted; the partial answer is saved.",
@@ -56,6 +55,8 @@ class Message(models.Model):
     )
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
+    # The sanitized rendering of an assistant message, made once when it ends.
+    html = models.TextField(blank=True, editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error_code = models.CharField(max_length=32, blank=True)
     error_message = models.CharField(max_length=300, blank=True)
@@ -84,6 +85,15 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"
 
+    def save(self, *args, **kwargs) -> None:
+        # Rows saved one by one (admin edits, tests) keep `html` true to `content`;
+        # the streaming path writes both itself, in batches.
+        if self.role == self.Role.ASSISTANT:
+            self.html = render_markdown(self.content)
+            if kwargs.get("update_fields") is not None and "content" in kwargs["update_fields"]:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "html"}
+        super().save(*args, **kwargs)
+
     @property
     def error_text(self) -> str:
         """What to tell the person about a failed or stopped reply."""
@@ -101,34 +111,3 @@ class Message(models.Model):
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
-
-
-def hash_token(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-class ApiToken(models.Model):
-    """A personal token for non-browser clients; only its hash is stored."""
-
-    PREFIX = "rt_"
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
-    )
-    name = models.CharField(max_length=100)
-    key_hash = models.CharField(max_length=64, unique=True)
-    key_prefix = models.CharField(
-        max_length=12, help_text="First characters, to tell tokens apart."
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.key_prefix}…)"
-
-    @classmethod
-    def generate_key(cls) -> str:
-        return cls.PREFIX + secrets.token_urlsafe(32)

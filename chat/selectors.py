@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from chat.models import Conversation, Message
-from chat.rendering import render_markdown
 
 
 def conversations_for(user, *, limit: int = 100) -> QuerySet[Conversation]:
@@ -13,8 +12,5 @@ def conversations_for(user, *, limit: int = 100) -> QuerySet[Conversation]:
 
 
 def messages_for_page(conversation: Conversation) -> list[Message]:
-    """Messages in order, each with sanitized `html` for assistant text."""
-    result = list(conversation.messages.all())
-    for message in result:
-        message.html = render_markdown(message.content) if message.role == "assistant" else ""
-    return result
+    """Messages in order; assistant messages carry their stored sanitized `html`."""
+    return list(conversation.messages.all())

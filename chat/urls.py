@@ -9,5 +9,10 @@ urlpatterns = [
     path("<int:conversation_id>/", views.chat_page, name="conversation"),
     path("<int:conversation_id>/delete/", views.delete_conversation, name="delete"),
     path("<int:conversation_id>/rename/", views.rename_conversation, name="rename"),
-    path("tokens/", views.api_tokens, name="tokens"),
+]
+
+# Under /api/ (realtime_site/urls.py): the only routes a bearer token opens.
+api_urlpatterns = [
+    path("chat/stream", views.stream_chat, name="api-chat-stream"),
+    path("chat/stream/<int:message_id>/", views.resume_stream, name="api-chat-resume"),
 ]

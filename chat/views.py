@@ -1,4 +1,4 @@
-"""Chat pages, account pages, and the Server-Sent Events API."""
+"""Chat pages and the Server-Sent Events API."""
 
 from __future__ import annotations
 
@@ -7,23 +7,14 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 from django.contrib import messages as flash
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
-from django.http import (
-    HttpRequest,
-    HttpResponse,
-    HttpResponseBadRequest,
-    JsonResponse,
-    StreamingHttpResponse,
-)
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import selectors, services
-from chat.auth import create_api_token
-from chat.models import ApiToken, Conversation
-from realtime_site import events
+from chat import events, selectors, services
+from chat.models import Conversation
+from realtime import wire
 
 # --- pages ---------------------------------------------------------------------------
 
@@ -69,60 +60,25 @@ def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpRespo
     return redirect("chat:conversation", conversation_id=conversation.pk)
 
 
-def signup(request: HttpRequest) -> HttpResponse:
-    if request.user.is_authenticated:
-        return redirect("chat:index")
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        return redirect("chat:index")
-    return render(request, "registration/signup.html", {"form": form})
-
-
-@login_required
-def api_tokens(request: HttpRequest) -> HttpResponse:
-    """List, create and revoke personal API tokens; a new key is shown once."""
-    new_key = None
-    if request.method == "POST":
-        if "revoke" in request.POST:
-            if not request.POST["revoke"].isdigit():
-                return HttpResponseBadRequest("Unknown token")
-            ApiToken.objects.filter(user=request.user, pk=request.POST["revoke"]).delete()
-            flash.success(request, "Token revoked.")
-            return redirect("chat:tokens")
-        _, new_key = create_api_token(user=request.user, name=request.POST.get("name", "").strip())
-    return render(
-        request,
-        "chat/tokens.html",
-        {"tokens": request.user.api_tokens.all(), "new_key": new_key},
-    )
-
-
-@require_GET
-def healthz(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"status": "ok"})
-
-
 # --- Server-Sent Events -----------------------------------------------------------------
 HTTP_STATUS_FOR_CODE = {
-    events.INVALID_JSON: 400,
-    events.INVALID_EVENT: 400,
-    events.EMPTY_CONTENT: 400,
-    events.TOO_LARGE: 413,
-    events.NOT_FOUND: 404,
-    events.BUSY: 409,
-    events.RATE_LIMITED: 429,
+    wire.INVALID_JSON: 400,
+    wire.INVALID_EVENT: 400,
+    wire.EMPTY_CONTENT: 400,
+    wire.TOO_LARGE: 413,
+    wire.NOT_FOUND: 404,
+    wire.BUSY: 409,
+    wire.RATE_LIMITED: 429,
 }
 
 
-def _error_response(exc: events.ProtocolError) -> JsonResponse:
-    return JsonResponse(events.error_from(exc), status=HTTP_STATUS_FOR_CODE.get(exc.code, 400))
+def _error_response(exc: wire.ProtocolError) -> JsonResponse:
+    return JsonResponse(wire.error_from(exc), status=HTTP_STATUS_FOR_CODE.get(exc.code, 400))
 
 
 def _unauthorized() -> JsonResponse:
     return JsonResponse(
-        events.error("unauthorized", "Log in or send an API token", retryable=False), status=401
+        wire.error(wire.UNAUTHORIZED, "Log in or send an API token", retryable=False), status=401
     )
 
 
@@ -161,7 +117,7 @@ def _parse_body(request: HttpRequest) -> events.ClientEvent:
     return events.parse_client_event(
         raw,
         allowed_types=frozenset({"message"}),
-        max_frame_bytes=settings.CHAT_MAX_FRAME_BYTES,
+        max_frame_bytes=settings.WS_MAX_FRAME_BYTES,
         max_content_chars=settings.CHAT_MAX_MESSAGE_CHARS,
     )
 
@@ -177,7 +133,7 @@ async def stream_chat(request: HttpRequest) -> HttpResponse:
         handle = await services.start_reply(
             user=user, content=event.content, conversation_id=event.conversation_id
         )
-    except events.ProtocolError as exc:
+    except wire.ProtocolError as exc:
         return _error_response(exc)
     head = [
         events.ack(
@@ -200,12 +156,10 @@ async def resume_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     try:
         after = int(after_raw)
     except ValueError:
-        return _error_response(
-            events.ProtocolError(events.INVALID_EVENT, "'after' must be an integer")
-        )
+        return _error_response(wire.ProtocolError(wire.INVALID_EVENT, "'after' must be an integer"))
     try:
         await services.get_own_reply(user=user, message_id=message_id)
-    except events.ProtocolError as exc:
+    except wire.ProtocolError as exc:
         return _error_response(exc)
     await services.attach_reader(message_id)
     return _sse_response(_sse_reply(message_id, after=after, head=[]))

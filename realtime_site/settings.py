@@ -55,6 +55,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "realtime",
+    "accounts",
     "chat",
     "rooms",
     "voice",
@@ -67,7 +69,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "chat.auth.BearerTokenMiddleware",
+    "accounts.auth.BearerTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -85,7 +87,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "realtime_site.context_processors.site",
+                "realtime.context_processors.site",
             ],
         },
     },
@@ -107,7 +109,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Threads for the database work of streaming replies (chat.persistence). SQLite
+# Threads for the database work of sockets and runs (realtime.db). SQLite
 # takes one writer at a time, and contending writers back off in sleeps of up
 # to 100 ms: one thread there; PostgreSQL overlaps several.
 DB_THREADS = env.int(
@@ -117,7 +119,7 @@ DB_THREADS = env.int(
 
 # --- Channel layer and shared state: in memory by default, REDIS_URL for Redis
 REDIS_URL = env.str("REDIS_URL", default="")
-# Reply streams and rate limits (realtime_site.redis_clients): connections per pool,
+# Streams and rate limits (realtime.redis_clients): connections per pool,
 # per event loop of a process (one pool for commands, one for blocking reads). A
 # command finding them all busy waits up to REDIS_POOL_TIMEOUT_SECONDS for one.
 REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
@@ -193,16 +195,29 @@ LLM_SYSTEM_PROMPT = env.str(
     default="You are a helpful assistant. Answer clearly; use Markdown for code and lists.",
 )
 
-# --- Chat limits and reply streaming -------------------------------------------
-CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
-CHAT_MAX_FRAME_BYTES = env.int("CHAT_MAX_FRAME_BYTES", default=65536)
-CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
+# --- Sockets, runs and streams (realtime/) -----------------------------------------
+WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)
 # A socket sending more frames than this in 10 s is closed with 4429 (0 disables).
 WS_MAX_FRAMES_PER_10S = env.int("WS_MAX_FRAMES_PER_10S", default=60)
+# A run nobody reads is stopped after this long.
+RUN_ORPHAN_GRACE_SECONDS = env.float("RUN_ORPHAN_GRACE_SECONDS", default=30.0)
+# Longest wait for a finished run's final save before its terminal event goes out anyway.
+RUN_SAVE_TIMEOUT_SECONDS = env.float("RUN_SAVE_TIMEOUT_SECONDS", default=30.0)
+# Empty: Redis streams when REDIS_URL is set, else in-process ones.
+STREAMS_BACKEND = env.str("STREAMS_BACKEND", default="")
+# A finished stream stays in process memory this long, then resumes read Redis or the database.
+STREAM_RETAIN_SECONDS = env.float("STREAM_RETAIN_SECONDS", default=10.0)
+# How long a finished stream stays in Redis.
+STREAM_TTL_SECONDS = env.int("STREAM_TTL_SECONDS", default=600)
+# Batching window for writing stream events to Redis.
+STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=15)
+# A reader waiting this long with no event re-checks that the producer is alive.
+STREAM_READER_IDLE_SECONDS = env.float("STREAM_READER_IDLE_SECONDS", default=15.0)
+
+# --- Chat ---------------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
-REPLY_ORPHAN_GRACE_SECONDS = env.float("REPLY_ORPHAN_GRACE_SECONDS", default=30.0)
-REPLY_STREAM_TTL_SECONDS = env.int("REPLY_STREAM_TTL_SECONDS", default=600)
-REPLY_STREAM_FLUSH_MS = env.int("REPLY_STREAM_FLUSH_MS", default=15)
 
 # --- Logging: one structured line per event, no message content at INFO --------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -1,18 +1,20 @@
+"""HTTP routes of every app."""
+
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from chat import views as chat_views
+from accounts.urls import auth_urlpatterns
+from chat.urls import api_urlpatterns
+from realtime import views as realtime_views
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="chat:index", permanent=False)),
+    path("", RedirectView.as_view(pattern_name="chat:index", permanent=False), name="home"),
     path("chat/", include("chat.urls")),
-    path("api/chat/stream", chat_views.stream_chat, name="api-chat-stream"),
-    path("api/chat/stream/<int:message_id>/", chat_views.resume_stream, name="api-chat-resume"),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("accounts/signup/", chat_views.signup, name="signup"),
-    path("healthz", chat_views.healthz, name="healthz"),
+    path("chat/tokens/", RedirectView.as_view(pattern_name="accounts:tokens", permanent=True)),
+    path("accounts/", include(auth_urlpatterns)),
+    path("accounts/", include("accounts.urls")),
+    path("api/", include(api_urlpatterns)),
+    path("healthz", realtime_views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

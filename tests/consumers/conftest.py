@@ -12,9 +12,8 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.db import connection, connections
 
-from chat import services
-from chat.auth import create_api_token
-from realtime_site import llm, ratelimit, streams
+from accounts.services import create_api_token
+from realtime import llm, ratelimit, runs, streams
 from realtime_site.asgi import application
 
 
@@ -61,7 +60,7 @@ def site_settings(settings, fakeai_url):
 async def drain_replies():
     """Wait for replies started by a test, so none outlives it."""
     yield
-    await services.wait_for_replies(timeout_s=10)
+    await runs.wait_all(timeout_s=10)
 
 
 @pytest.fixture(autouse=True)
@@ -109,9 +108,14 @@ class ChatClient:
         await self.ws.disconnect()
 
 
-def raw_socket(headers: list) -> WebsocketCommunicator:
-    """A chat socket on the real app, not yet connected, for handshake-level tests."""
-    return WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+def raw_socket(headers: list, path: str = "/ws/chat/") -> WebsocketCommunicator:
+    """A socket on the real app, not yet connected, for handshake-level tests.
+
+    Like a browser it sends a Host header (testserver unless given).
+    """
+    if not any(name == b"host" for name, _ in headers):
+        headers = [(b"host", b"testserver"), *headers]
+    return WebsocketCommunicator(application, path, headers=headers)
 
 
 async def connect(token: str | None = None, *, headers: list | None = None) -> ChatClient:

@@ -11,7 +11,8 @@ from asgiref.sync import sync_to_async
 
 from chat import persistence, services
 from chat.models import Conversation, Message
-from realtime_site import events
+from realtime import runs, wire
+from realtime.db import on_db_pool
 from tests.consumers.conftest import ChatClient, connect, make_user_with_token, raw_socket
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.services]
@@ -271,7 +272,7 @@ async def test_oversize_content_is_refused(client, settings):
 
 
 async def test_oversize_frame_is_refused(client, settings):
-    settings.CHAT_MAX_FRAME_BYTES = 1000
+    settings.WS_MAX_FRAME_BYTES = 1000
     await client.send({"content": "y" * 2000})
     assert (await client.receive())["code"] == "too_large"
 
@@ -343,7 +344,13 @@ async def test_session_cookie_authenticates_a_browser_socket(alice):
     browser = Client()
     await sync_to_async(browser.force_login)(user)
     cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
-    chat = await connect(headers=[(b"origin", b"http://127.0.0.1:8000"), (b"cookie", cookie)])
+    chat = await connect(
+        headers=[
+            (b"host", b"127.0.0.1:8000"),
+            (b"origin", b"http://127.0.0.1:8000"),
+            (b"cookie", cookie),
+        ]
+    )
     await chat.send({"content": "from the browser"})
     assert (await chat.receive_until("complete"))[-1]["type"] == "complete"
     await chat.close()
@@ -383,7 +390,7 @@ async def test_reply_survives_a_closed_socket(alice):
     await chat.send({"content": "I will leave"})
     ack = await chat.receive()
     await chat.close()
-    await services.wait_for_replies()
+    await runs.wait_all()
     message = await Message.objects.aget(pk=ack["message_id"])
     assert message.status == Message.Status.COMPLETE
     assert message.content.startswith("Echo: I will leave")
@@ -422,14 +429,14 @@ async def test_resume_of_a_finished_reply_sends_its_stored_result(client):
 
 async def test_reply_nobody_reads_is_cancelled_after_the_grace_period(alice, settings):
     settings.OPENAI_MODEL = "fakeai:tps=20,tokens=200"
-    settings.REPLY_ORPHAN_GRACE_SECONDS = 0.2
+    settings.RUN_ORPHAN_GRACE_SECONDS = 0.2
     _, token = alice
     chat = await connect(token)
     await chat.send({"content": "abandon me"})
     ack = await chat.receive()
     await chat.receive_until("token")
     await chat.close()
-    await services.wait_for_replies()
+    await runs.wait_all()
     message = await Message.objects.aget(pk=ack["message_id"])
     assert (message.status, message.error_code) == (Message.Status.CANCELLED, "abandoned")
     assert 0 < message.tokens < 200
@@ -438,7 +445,7 @@ async def test_reply_nobody_reads_is_cancelled_after_the_grace_period(alice, set
 async def test_returning_reader_keeps_an_orphaned_reply_alive(alice, settings):
     # The reply (3 s) outlives the grace period (1 s): only the returning reader saves it.
     settings.OPENAI_MODEL = "fakeai:tps=40,tokens=120"
-    settings.REPLY_ORPHAN_GRACE_SECONDS = 1
+    settings.RUN_ORPHAN_GRACE_SECONDS = 1
     _, token = alice
     first = await connect(token)
     await first.send({"content": "come back"})
@@ -485,7 +492,7 @@ async def test_database_refuses_a_second_streaming_reply_in_a_conversation(alice
     conversation_id, _, _ = await services._save_turn(
         user=user, content="first", conversation_id=None, model="fakeai"
     )
-    with pytest.raises(events.ProtocolError) as refused:
+    with pytest.raises(wire.ProtocolError) as refused:
         await services._save_turn(
             user=user, content="second", conversation_id=conversation_id, model="fakeai"
         )
@@ -508,7 +515,7 @@ async def test_conversation_deleted_while_starting_is_not_found(alice):
     conversation = await Conversation.objects.acreate(owner=user, title="gone soon")
     conversation_id = conversation.pk
     await conversation.adelete()
-    with pytest.raises(events.ProtocolError) as refused:
+    with pytest.raises(wire.ProtocolError) as refused:
         await services._save_turn(
             user=user, content="hello?", conversation_id=conversation_id, model="fakeai"
         )
@@ -519,7 +526,7 @@ async def test_a_failed_final_save_still_ends_the_reply_for_its_readers(client, 
     def database_down(rows):
         raise RuntimeError("database unavailable")
 
-    monkeypatch.setattr(persistence, "_save_finals", persistence.on_db_pool(database_down))
+    monkeypatch.setattr(persistence, "_save_finals", on_db_pool(database_down))
     await client.send({"content": "save fails"})
     received = await client.receive_until("complete")
     assert received[-1]["content"].startswith("Echo: save fails")

@@ -6,7 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from chat.models import ApiToken, Conversation, Message
+from accounts.models import ApiToken
+from chat.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
 
@@ -71,23 +72,27 @@ def test_signup_creates_a_user_and_logs_in():
     assert client.get("/chat/").status_code == 200
 
 
-def test_token_is_shown_once_and_stored_hashed(alice, alice_client):
-    response = alice_client.post("/chat/tokens/", {"name": "laptop"})
+def test_token_is_shown_once_after_a_redirect_and_stored_hashed(alice, alice_client):
+    response = alice_client.post("/accounts/tokens/", {"name": "laptop"}, follow=True)
+    assert response.redirect_chain == [("/accounts/tokens/", 302)]
     raw = response.context["new_key"]
     assert raw.startswith("rt_") and raw in response.content.decode()
     token = ApiToken.objects.get(user=alice)
-    assert token.key_hash != raw and raw not in alice_client.get("/chat/tokens/").content.decode()
+    assert token.key_hash != raw
+    reload = alice_client.get("/accounts/tokens/")
+    assert raw not in reload.content.decode()
+    assert ApiToken.objects.filter(user=alice).count() == 1  # reloading minted nothing
 
 
 def test_token_can_be_revoked_only_by_its_owner(alice, alice_client):
-    alice_client.post("/chat/tokens/", {"name": "laptop"})
+    alice_client.post("/accounts/tokens/", {"name": "laptop"})
     token = ApiToken.objects.get(user=alice)
     bob = get_user_model().objects.create_user("bob", password="pass-Word-123")
     bob_client = Client()
     bob_client.force_login(bob)
-    bob_client.post("/chat/tokens/", {"revoke": token.pk})
+    bob_client.post("/accounts/tokens/", {"revoke": token.pk})
     assert ApiToken.objects.filter(pk=token.pk).exists()
-    alice_client.post("/chat/tokens/", {"revoke": token.pk})
+    alice_client.post("/accounts/tokens/", {"revoke": token.pk})
     assert not ApiToken.objects.filter(pk=token.pk).exists()
 
 
@@ -96,4 +101,9 @@ def test_health_check():
 
 
 def test_revoking_a_malformed_token_id_is_a_400(alice_client):
-    assert alice_client.post("/chat/tokens/", {"revoke": "abc"}).status_code == 400
+    assert alice_client.post("/accounts/tokens/", {"revoke": "abc"}).status_code == 400
+
+
+def test_the_old_tokens_address_redirects(alice_client):
+    response = alice_client.get("/chat/tokens/")
+    assert response.status_code == 301 and response.url == "/accounts/tokens/"

@@ -1,6 +1,6 @@
-"""Reply streams over the real Redis on 127.0.0.1 (DB 12), as two processes see them.
+"""Streams over the real Redis on 127.0.0.1 (DB 12), as two processes see them.
 
-The writer is one `RedisReplyStreams`; a second instance, with no local buffer,
+The writer is one `RedisStreams`; a second instance, with no local buffer,
 stands for a reader connected to another process.
 """
 
@@ -15,8 +15,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from realtime_site import events
-from realtime_site.streams import RedisReplyStreams, StreamGone
+from realtime.streams import RedisStreams, StreamGone
 
 pytestmark = pytest.mark.asyncio
 
@@ -27,7 +26,7 @@ KEY = "reply:1"
 @pytest.fixture(autouse=True)
 def stream_settings(settings):
     settings.REDIS_URL = REDIS_URL
-    settings.REPLY_STREAM_FLUSH_MS = 15
+    settings.STREAM_FLUSH_MS = 15
     settings.REDIS_MAX_CONNECTIONS = 50
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
@@ -72,21 +71,27 @@ def pipelines(monkeypatch):
 
 
 def token(index: int) -> dict:
-    return events.token(content=f"t{index}", index=index, timestamp=0)
+    return {"type": "token", "content": f"t{index}", "index": index}
 
 
 def terminal(text: str = "done") -> dict:
     return {"type": "complete", "content": text}
 
 
-async def collect(streams: RedisReplyStreams, key: str, after: int = -1) -> list:
+async def collect(streams: RedisStreams, key: str, after: int = -1) -> list:
     return [item async for item in streams.read(key, after=after)]
 
 
 async def stored(raw, key: str) -> list[tuple[int, dict]]:
-    """(seq, event) of each entry of the stream in Redis, in stream order."""
-    entries = await raw.xrange(f"rt:stream:{key}")
-    return [(int(entry_id.split("-")[1]) - 1, json.loads(f["e"])) for entry_id, f in entries]
+    """(seq, event) of every event of the stream in Redis, in stream order, repeats dropped."""
+    events, next_seq = [], 0
+    for _, fields in await raw.xrange(f"rt:stream:{key}"):
+        for offset, event in enumerate(json.loads(fields["e"])):
+            seq = int(fields["s"]) + offset
+            if seq >= next_seq:
+                events.append((seq, event))
+                next_seq = seq + 1
+    return events
 
 
 async def poll(condition, *, timeout: float = 5.0) -> None:
@@ -98,12 +103,12 @@ async def poll(condition, *, timeout: float = 5.0) -> None:
 
 
 def stream_warnings(caplog) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "realtime_site.streams" and r.levelno >= 30]
+    return [r for r in caplog.records if r.name == "realtime.streams" and r.levelno >= 30]
 
 
 @pytest.mark.parametrize("after", [-1, 4])
 async def test_second_instance_follows_a_stream_while_it_is_written(after):
-    writer, other = RedisReplyStreams(REDIS_URL), RedisReplyStreams(REDIS_URL)
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
     await writer.open(KEY, control_channel="ctl")
     for index in range(3):
         await writer.append(KEY, token(index))
@@ -121,7 +126,7 @@ async def test_second_instance_follows_a_stream_while_it_is_written(after):
 
 
 async def test_second_instance_reads_a_finished_stream_after_a_sequence_number():
-    writer, other = RedisReplyStreams(REDIS_URL), RedisReplyStreams(REDIS_URL)
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
     await writer.open(KEY, control_channel="ctl")
     for index in range(6):
         await writer.append(KEY, token(index))
@@ -136,7 +141,7 @@ async def test_many_concurrent_streams_are_written_completely_in_few_pipelines(
 ):
     settings.REDIS_MAX_CONNECTIONS = 10
     caplog.set_level(logging.INFO)
-    writer = RedisReplyStreams(REDIS_URL)
+    writer = RedisStreams(REDIS_URL)
     streams, tokens = 300, 50
 
     async def reply(number: int) -> None:
@@ -161,10 +166,10 @@ async def test_many_concurrent_streams_are_written_completely_in_few_pipelines(
 
 
 async def test_remote_reader_gets_stream_gone_when_the_generator_dies(monkeypatch):
-    monkeypatch.setattr(RedisReplyStreams, "LIVE_TTL_SECONDS", 1)
-    monkeypatch.setattr(RedisReplyStreams, "HEARTBEAT_SECONDS", 0.2)
-    monkeypatch.setattr(RedisReplyStreams, "READ_BLOCK_MS", 100)
-    writer, other = RedisReplyStreams(REDIS_URL), RedisReplyStreams(REDIS_URL)
+    monkeypatch.setattr(RedisStreams, "LIVE_TTL_SECONDS", 1)
+    monkeypatch.setattr(RedisStreams, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(RedisStreams, "READ_BLOCK_MS", 100)
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
     await writer.open(KEY, control_channel="ctl")
     for index in range(3):
         await writer.append(KEY, token(index))
@@ -188,9 +193,9 @@ async def test_remote_reader_gets_stream_gone_when_the_generator_dies(monkeypatc
 
 
 async def test_live_key_is_refreshed_while_a_stream_is_open_without_tokens(monkeypatch, raw):
-    monkeypatch.setattr(RedisReplyStreams, "LIVE_TTL_SECONDS", 1)
-    monkeypatch.setattr(RedisReplyStreams, "HEARTBEAT_SECONDS", 0.2)
-    writer, other = RedisReplyStreams(REDIS_URL), RedisReplyStreams(REDIS_URL)
+    monkeypatch.setattr(RedisStreams, "LIVE_TTL_SECONDS", 1)
+    monkeypatch.setattr(RedisStreams, "HEARTBEAT_SECONDS", 0.2)
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
     await writer.open(KEY, control_channel="ctl")
     loop = asyncio.get_running_loop()
 
@@ -210,14 +215,14 @@ async def test_live_key_is_refreshed_while_a_stream_is_open_without_tokens(monke
     assert await raw.exists(f"rt:live:{KEY}") == 0
 
     async def writer_stopped():
-        return not any(t.get_name() == "reply-streams-writer" for t in asyncio.all_tasks())
+        return not any(t.get_name() == "streams-writer" for t in asyncio.all_tasks())
 
     await poll(writer_stopped, timeout=2)
 
 
 async def test_failed_writes_are_retried_in_order_and_logged_per_pipeline(raw, pipelines, caplog):
     caplog.set_level(logging.INFO)
-    writer = RedisReplyStreams(REDIS_URL)
+    writer = RedisStreams(REDIS_URL)
     await writer.open(KEY, control_channel="ctl")
     pipelines.fail = ["before", "after", "before"]
 
@@ -236,8 +241,8 @@ async def test_failed_writes_are_retried_in_order_and_logged_per_pipeline(raw, p
 async def test_backlog_past_the_bound_is_dropped_but_the_terminal_event_arrives(
     monkeypatch, raw, pipelines, caplog
 ):
-    monkeypatch.setattr(RedisReplyStreams, "MAX_BACKLOG_ENTRIES", 5)
-    writer, other = RedisReplyStreams(REDIS_URL), RedisReplyStreams(REDIS_URL)
+    monkeypatch.setattr(RedisStreams, "MAX_BACKLOG_ENTRIES", 5)
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
     await writer.open(KEY, control_channel="ctl")
     pipelines.fail = ["before"] * 1000
 
@@ -249,3 +254,54 @@ async def test_backlog_past_the_bound_is_dropped_but_the_terminal_event_arrives(
     await writer.finish(KEY, terminal("full text"))
 
     assert await collect(other, KEY) == [(12, terminal("full text"))]
+
+
+async def test_readers_on_another_process_share_one_redis_reader(monkeypatch):
+    reads = 0
+    real_xread = aioredis.Redis.xread
+
+    def counting_xread(self, *args, **kwargs):
+        nonlocal reads
+        reads += 1
+        return real_xread(self, *args, **kwargs)
+
+    monkeypatch.setattr(aioredis.Redis, "xread", counting_xread)
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
+    await writer.open(KEY, control_channel="ctl")
+    readers = [asyncio.create_task(collect(other, KEY)) for _ in range(100)]
+    for index in range(20):
+        await writer.append(KEY, token(index))
+        await asyncio.sleep(0.005)
+    await writer.finish(KEY, terminal())
+
+    results = await asyncio.wait_for(asyncio.gather(*readers), timeout=10)
+
+    expected = [(i, token(i)) for i in range(20)] + [(20, terminal())]
+    assert all(result == expected for result in results)
+    # One XREAD per batch the writer flushed, for all 100 readers together.
+    assert reads < 30, reads
+
+
+async def test_a_late_reader_on_another_process_gets_the_whole_finished_stream():
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
+    await writer.open(KEY, control_channel="ctl")
+    for index in range(3):
+        await writer.append(KEY, token(index))
+    first = asyncio.create_task(collect(other, KEY, after=1))
+    await writer.finish(KEY, terminal())
+    assert await first == [(2, token(2)), (3, terminal())]
+    # The finished copy is kept locally for a while and serves any offset.
+    assert await collect(other, KEY) == [(i, token(i)) for i in range(3)] + [(3, terminal())]
+
+
+async def test_a_retried_write_does_not_repeat_events_for_readers(raw, pipelines):
+    writer, other = RedisStreams(REDIS_URL), RedisStreams(REDIS_URL)
+    await writer.open(KEY, control_channel="ctl")
+    pipelines.fail = ["after"]  # Redis applies the batch, then the reply is lost
+    for index in range(5):
+        await writer.append(KEY, token(index))
+    await asyncio.sleep(0.1)  # the failed flush, and its retry with nothing new
+    for index in range(5, 8):
+        await writer.append(KEY, token(index))
+    await writer.finish(KEY, terminal())
+    assert await collect(other, KEY) == [(i, token(i)) for i in range(8)] + [(8, terminal())]

@@ -6,7 +6,7 @@ import httpx2
 import openai
 import pytest
 
-from realtime_site import llm
+from realtime import llm
 
 
 def turn(role: str, chars: int) -> dict:

@@ -1,6 +1,6 @@
 """Model output becomes safe HTML."""
 
-from chat.rendering import render_markdown
+from realtime.rendering import render_markdown
 
 
 def test_markdown_is_rendered():
@@ -19,3 +19,13 @@ def test_javascript_links_are_removed():
     assert 'href="javascript:' not in html
     assert 'href="https://example.com"' in html
     assert 'rel="noopener noreferrer nofollow"' in html
+
+
+def test_table_alignment_is_a_class_not_an_inline_style():
+    html = render_markdown("| a | b |\n|:-|-:|\n| 1 | 2 |")
+    assert "style=" not in html
+    assert '<th class="align-left">a</th>' in html and '<td class="align-right">2</td>' in html
+
+
+def test_a_code_block_keeps_its_language_class():
+    assert '<code class="language-js">' in render_markdown("```js\nx\n```")

@@ -1,4 +1,4 @@
-"""The wire protocol module: client frame validation and server event builders."""
+"""The chat protocol module: chat frame validation and chat event builders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from realtime_site import events
+from chat import events
+from realtime import wire
 
 LIMITS = {"max_frame_bytes": 1000, "max_content_chars": 50}
 
@@ -36,7 +37,6 @@ def test_after_defaults_to_minus_one():
 @pytest.mark.parametrize(
     ("raw", "code"),
     [
-        (None, "invalid_event"),
         ("nope", "invalid_json"),
         ("[1]", "invalid_event"),
         ("{}", "invalid_event"),
@@ -49,32 +49,26 @@ def test_after_defaults_to_minus_one():
     ],
 )
 def test_invalid_frames_raise_precise_codes(raw, code):
-    with pytest.raises(events.ProtocolError) as caught:
+    with pytest.raises(wire.ProtocolError) as caught:
         parse(raw)
     assert caught.value.code == code
 
 
 def test_frame_size_is_checked_before_parsing():
-    with pytest.raises(events.ProtocolError) as caught:
+    with pytest.raises(wire.ProtocolError) as caught:
         parse("x" * 1001)
     assert caught.value.code == "too_large"
 
 
 def test_types_can_be_restricted():
-    with pytest.raises(events.ProtocolError) as caught:
+    with pytest.raises(wire.ProtocolError) as caught:
         parse('{"type": "cancel"}', allowed_types=frozenset({"message"}))
     assert caught.value.code == "unknown_type"
 
 
-def test_error_retryable_follows_the_code_unless_given():
-    assert events.error("busy", "m")["retryable"] is True
-    assert events.error("bad_request", "m")["retryable"] is False
-    assert events.error("busy", "m", retryable=False)["retryable"] is False
-
-
 def test_only_reply_errors_are_terminal():
-    assert events.is_terminal(events.error("timeout", "m", message_id=1))
-    assert not events.is_terminal(events.error("busy", "m"))
+    assert events.is_terminal(wire.error("timeout", "m", message_id=1))
+    assert not events.is_terminal(wire.error("busy", "m"))
     assert events.is_terminal({"type": "complete"})
     assert not events.is_terminal({"type": "token"})
 
@@ -93,17 +87,8 @@ def test_sse_terminal_frame_says_done():
     assert json.loads(frame.decode().removeprefix("data: "))["done"] is True
 
 
-def test_frame_rate_limiter_slides_its_window():
-    from realtime_site.ratelimit import FrameRateLimiter
-
-    limiter = FrameRateLimiter(limit=2, window_s=10)
-    assert limiter.allow(now=0) and limiter.allow(now=1)
-    assert not limiter.allow(now=2)
-    assert limiter.allow(now=11.5)  # the frames at 0 and 1 have left the window
-
-
 def test_nul_characters_are_removed_from_messages():
     assert parse('{"content": "a\\u0000b"}').content == "ab"
-    with pytest.raises(events.ProtocolError) as caught:
+    with pytest.raises(wire.ProtocolError) as caught:
         parse('{"content": "\\u0000"}')
     assert caught.value.code == "empty_content"

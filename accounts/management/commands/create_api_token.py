@@ -1,7 +1,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.auth import create_api_token
+from accounts.services import create_api_token
 
 
 class Command(BaseCommand):

@@ -10,6 +10,7 @@ duplicate it. Prompt budgeting lives here too, beside the call it feeds.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import random
@@ -22,7 +23,8 @@ import httpx2
 import openai
 from django.conf import settings
 
-from realtime_site import events
+from realtime import wire
+from realtime.runs import RunError
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +65,13 @@ class LatencyMetrics:
         return data
 
 
-class LLMError(Exception):
+class LLMError(RunError):
     """An upstream failure, already mapped to a protocol error code."""
 
     def __init__(
         self, code: str, message: str, *, retryable: bool, retry_after: float | None = None
     ):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
+        super().__init__(code, message, retryable=retryable)
         self.retry_after = retry_after
 
 
@@ -138,31 +137,31 @@ def map_error(exc: BaseException) -> LLMError:
         return exc
     if isinstance(exc, openai.RateLimitError):
         return LLMError(
-            events.RATE_LIMITED,
+            wire.RATE_LIMITED,
             "The model is rate limited; try again shortly.",
             retryable=True,
             retry_after=_retry_after_seconds(exc),
         )
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
-        return LLMError(events.TIMEOUT, "The model took too long to answer.", retryable=True)
+        return LLMError(wire.TIMEOUT, "The model took too long to answer.", retryable=True)
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500 or exc.status_code == 409:
             return LLMError(
-                events.UPSTREAM_ERROR,
+                wire.UPSTREAM_ERROR,
                 f"The model service failed (HTTP {exc.status_code}).",
                 retryable=True,
             )
         return LLMError(
-            events.BAD_REQUEST,
+            wire.BAD_REQUEST,
             f"The model service refused the request (HTTP {exc.status_code}).",
             retryable=False,
         )
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         return LLMError(
-            events.UPSTREAM_ERROR, "The connection to the model service broke.", retryable=True
+            wire.UPSTREAM_ERROR, "The connection to the model service broke.", retryable=True
         )
     return LLMError(
-        events.UPSTREAM_ERROR,
+        wire.UPSTREAM_ERROR,
         "The model service sent a response we could not read.",
         retryable=True,
     )
@@ -238,7 +237,7 @@ async def stream_chat(
         await response.aclose()
     if not finished:
         raise LLMError(
-            events.UPSTREAM_ERROR,
+            wire.UPSTREAM_ERROR,
             "The model's answer ended before it was finished.",
             retryable=True,
         )
@@ -295,11 +294,42 @@ def _parse_sse_line(line: bytes) -> dict | object | None:
         error = chunk["error"] or {}
         message = error.get("message") if isinstance(error, dict) else str(error)
         raise LLMError(
-            events.UPSTREAM_ERROR,
+            wire.UPSTREAM_ERROR,
             f"The model service reported an error: {message}"[:300],
             retryable=True,
         )
     return chunk
+
+
+class EarlyStream:
+    """Token iterator whose upstream request starts at construction, not on first read.
+
+    Lets a caller overlap its own work (saving the message) with the model's
+    time to first token. `aclose()` stops the request whether or not it has
+    answered yet.
+    """
+
+    def __init__(self, tokens) -> None:
+        self._tokens = tokens
+        self._first = asyncio.create_task(anext(tokens, None), context=contextvars.Context())
+
+    def __aiter__(self):
+        return self._iterate()
+
+    async def _iterate(self):
+        first = await self._first
+        if first is None:
+            return
+        yield first
+        async for text in self._tokens:
+            yield text
+
+    async def aclose(self) -> None:
+        """Stop the upstream request, whether or not it has answered yet."""
+        if not self._first.done():
+            self._first.cancel()
+        await asyncio.gather(self._first, return_exceptions=True)
+        await self._tokens.aclose()
 
 
 # --- prompt budgeting ---------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections import deque
 
 from django.conf import settings
 
-from realtime_site.redis_clients import get_redis
+from realtime.redis_clients import get_redis
 
 
 class _MemoryCounter:

@@ -1,0 +1,1 @@
+"""Receivers for account events (connected in AccountsConfig.ready)."""

@@ -1,0 +1,56 @@
+"""Account pages: sign up, personal API tokens."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages as flash
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from accounts.services import create_api_token, revoke_api_token
+
+# The new key travels from the POST to the next GET in the session, once.
+NEW_KEY_SESSION_KEY = "accounts.new_api_key"
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated:
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    """List, create and revoke personal API tokens; a new key is shown once.
+
+    POST, then redirect, then GET: reloading the page shows the list, never a
+    second new token.
+    """
+    if request.method == "POST":
+        if "revoke" in request.POST:
+            if not request.POST["revoke"].isascii() or not request.POST["revoke"].isdigit():
+                return HttpResponseBadRequest("Unknown token")
+            if revoke_api_token(user=request.user, token_id=int(request.POST["revoke"])):
+                flash.success(request, "Token revoked.")
+            return redirect("accounts:tokens")
+        _, raw = create_api_token(user=request.user, name=request.POST.get("name", "").strip())
+        request.session[NEW_KEY_SESSION_KEY] = raw
+        return redirect("accounts:tokens")
+    return render(
+        request,
+        "accounts/tokens.html",
+        {
+            "tokens": request.user.api_tokens.all(),
+            "new_key": request.session.pop(NEW_KEY_SESSION_KEY, None),
+        },
+    )

@@ -1,0 +1,164 @@
+"""The base of every WebSocket consumer: auth, limits, dispatch, followers.
+
+`RealtimeConsumer` does the plumbing the way Channels' own consumers do
+(`websocket_connect` calls an overridable `connect`), so an app's consumer is
+short: it lists its client event types and writes one `handle_<type>` per
+type. What every socket gets:
+- accept, then close 4401 for an anonymous user (a close before accept would
+  be an HTTP 403 and the client would never see the code);
+- flood protection: more than WS_MAX_FRAMES_PER_10S frames in 10 s is an
+  `error {code: too_many_frames}` then close 4429;
+- frame validation (size, JSON, nesting, `type`) and dispatch by `type`; every
+  refused frame is one `error` event and the socket stays open;
+- binary frames go to `receive_binary` (refused unless overridden);
+- follower tasks (forwarding a run's stream to the socket) whose failure
+  reaches the client as an `error` and the log as a traceback;
+- nothing is sent on a socket that has closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from realtime import wire
+from realtime.ratelimit import FrameRateLimiter
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY_FRAMES = 4429
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    """Subclass it: set `client_types`, write `handle_<type>(event)`, maybe `connect`."""
+
+    # Client event types this socket accepts; `ping` is answered here.
+    client_types: frozenset[str] = frozenset({"ping"})
+
+    async def websocket_connect(self, message: dict) -> None:
+        self.user = self.scope.get("user")
+        self.closing = False
+        self.followers: dict[Any, asyncio.Task] = {}
+        self.frames = FrameRateLimiter(limit=settings.WS_MAX_FRAMES_PER_10S, window_s=10)
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        for group in self.groups:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.connect()
+
+    async def connect(self) -> None:
+        """After auth: join groups, check access (close with 4403), send a first state."""
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        # Frames racing the close are ignored, and nothing more is sent.
+        if self.closing:
+            return
+        self.closing = True
+        await super().close(code=code, reason=reason)
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes old database connections around every message; our
+        # database work runs on realtime.db's pool, which does that per call.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        self.closing = True
+        await self.disconnect(message["code"])
+        await self.stop_followers()
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        raise StopConsumer()
+
+    async def disconnect(self, code: int) -> None:
+        """The socket is gone (followers still run): tell runs their reader left."""
+
+    # --- frames -------------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        if not self.frames.allow():
+            # Abuse, not a mistake: say why, then close (documented in docs/protocol.md).
+            await self.send_event(wire.error(wire.TOO_MANY_FRAMES, "Too many frames; slow down."))
+            await self.close(code=CLOSE_TOO_MANY_FRAMES)
+            return
+        try:
+            if text_data is None:
+                await self.receive_binary(bytes_data or b"")
+            else:
+                data = wire.parse_frame(text_data, max_frame_bytes=self.max_frame_bytes())
+                kind, event = self.parse_event(data)
+                await getattr(self, f"handle_{kind}")(event)
+        except wire.ProtocolError as exc:
+            await self.send_event(wire.error_from(exc))
+
+    def max_frame_bytes(self) -> int:
+        return settings.WS_MAX_FRAME_BYTES
+
+    def parse_event(self, data: dict) -> tuple[str, Any]:
+        """The event type and what its handler gets (by default the frame itself)."""
+        return wire.event_type(data, allowed=self.client_types), data
+
+    async def receive_binary(self, data: bytes) -> None:
+        """A binary frame; sockets that take audio override this."""
+        raise wire.ProtocolError(wire.INVALID_EVENT, "Binary frames are not accepted here")
+
+    async def handle_ping(self, event: Any) -> None:
+        await self.send_event({"type": "pong"})
+
+    async def send_event(self, event: dict) -> None:
+        if not self.closing:
+            await self.send(text_data=wire.dumps(event))
+
+    # --- followers -------------------------------------------------------------------
+    def start_follower(self, key: Any, work: Awaitable[None], **error_fields: Any) -> None:
+        """Run `work` (forwarding a stream) as this socket's follower `key`.
+
+        If it fails, the log gets the traceback and the client an `error`
+        carrying `error_fields` (e.g. the message id it was following).
+        """
+        self.followers[key] = asyncio.ensure_future(self._guard(work, error_fields))
+
+    def is_following(self, key: Any) -> bool:
+        task = self.followers.get(key)
+        return task is not None and not task.done()
+
+    async def stop_follower(self, key: Any) -> bool:
+        """Cancel follower `key`; True if it was still running."""
+        task = self.followers.pop(key, None)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def stop_followers(self) -> None:
+        for key in list(self.followers):
+            await self.stop_follower(key)
+
+    async def _guard(self, work: Awaitable[None], error_fields: dict) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("follower failed %s", error_fields)
+            await self.send_event(
+                wire.error(
+                    wire.INTERNAL_ERROR,
+                    "Following this stream failed; resume to try again.",
+                    **error_fields,
+                )
+            )

@@ -1,0 +1,68 @@
+"""Model output to safe HTML: Markdown rendered, then sanitized.
+
+Model text is untrusted input. Raw HTML in it is escaped by the Markdown
+parser and the result is cleaned again by nh3 (an allow-list sanitizer), so
+neither a prompt-injected <script> nor a javascript: link reaches a browser.
+No inline styles come out (the CSP forbids them): table column alignment is a
+class (`align-left|center|right`), the only classes allowed besides a code
+block's `language-*`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nh3
+from markdown_it import MarkdownIt
+
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
+    ["table", "strikethrough"]
+)
+
+
+def _aligned_cell(renderer, tokens, idx, options, env):
+    """th/td: markdown-it writes alignment as style="text-align:…"; make it a class."""
+    token = tokens[idx]
+    style = token.attrGet("style")
+    if style and style.startswith("text-align:"):
+        token.attrs.pop("style")
+        token.attrSet("class", f"align-{style.removeprefix('text-align:')}")
+    return renderer.renderToken(tokens, idx, options, env)
+
+
+for _cell in ("th_open", "td_open"):
+    _markdown.add_render_rule(_cell, _aligned_cell)
+
+_ALLOWED_TAGS = {
+    "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote",
+    "ul", "ol", "li", "a", "h1", "h2", "h3", "h4", "h5", "h6",
+    "table", "thead", "tbody", "tr", "th", "td",
+}  # fmt: skip
+_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"class"}, "td": {"class"}}
+_ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
+
+
+def _allowed_class(tag: str, name: str, value: str) -> str | None:
+    if name != "class":
+        return value
+    if tag == "code":
+        return value if value.startswith("language-") and value.isascii() else None
+    return value if value in _ALIGN_CLASSES else None
+
+
+def render_markdown(text: str) -> str:
+    """Sanitized HTML for one message."""
+    html = _markdown.render(text)
+    return nh3.clean(
+        html,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        attribute_filter=_allowed_class,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+
+
+async def render_markdown_off_loop(text: str) -> str:
+    """render_markdown on a worker thread: a long answer must not stall every socket."""
+    return await asyncio.to_thread(render_markdown, text)
