@@ -27,7 +27,7 @@ migrate: install
 # Starts fakeai (the demo model) when OPENAI_API_KEY is unset, then daphne.
 # Ctrl-C stops both.
 run: migrate
-	@$(PY) manage.py ensure_demo_user; \
+	@$(PY) manage.py ensure_admin; \
 	pids=""; \
 	trap 'kill $$pids 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
 	if [ -z "$$OPENAI_API_KEY" ]; then \
