@@ -13,12 +13,12 @@ import psycopg
 import pytest
 import redis
 
-from tests.support import processes
+from tests.support import processes, services
 from tests.support.chat_socket import recv, recv_until, ws_connect
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-DB_NAME = "realtime_multi_instance_test"
-REDIS_URL = "redis://127.0.0.1:6379/13"
+PG_ADMIN_URL = services.PG_ADMIN_URL
+DB_NAME = services.pg_database("realtime_multi_instance_test")
+REDIS_URL = services.redis_url("cluster")
 SLOW_MODEL = "fakeai:ttft=50,tps=30,tokens=90"
 
 
@@ -31,7 +31,7 @@ def cluster(fakeai_url):
     redis.Redis.from_url(REDIS_URL).flushdb()
     env = processes.site_env(
         fakeai_url=fakeai_url,
-        database_url=f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+        database_url=f"{services.PG_URL}/{DB_NAME}",
         extra={"REDIS_URL": REDIS_URL, "OPENAI_MODEL": SLOW_MODEL},
     )
     processes.manage("migrate", "--noinput", env=env)

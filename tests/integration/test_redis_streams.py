@@ -1,4 +1,4 @@
-"""Streams over the real Redis on 127.0.0.1 (DB 12), as two processes see them.
+"""Streams over the real Redis on 127.0.0.1 (a database of its own: tests/support/services.py), as two processes see them.
 
 The writer is one `RedisStreams`; a second instance, with no local buffer,
 stands for a reader connected to another process.
@@ -16,10 +16,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from realtime.streams import RedisStreams, StreamGone
+from tests.support import services
 
 pytestmark = pytest.mark.asyncio
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = services.redis_url("streams")
 KEY = "reply:1"
 
 
