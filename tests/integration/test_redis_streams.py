@@ -1,4 +1,4 @@
-"""Streams over the real Redis on 127.0.0.1 (a database of its own: tests/support/services.py), as two processes see them.
+"""Streams over the real Redis on 127.0.0.1, as two processes see them.
 
 The writer is one `RedisStreams`; a second instance, with no local buffer,
 stands for a reader connected to another process.
