@@ -11,7 +11,7 @@ from asgiref.sync import sync_to_async
 
 from chat import persistence, services
 from chat.models import Conversation, Message
-from realtime import runs, wire
+from realtime import runs, streams, wire
 from realtime.db import on_db_pool
 from tests.consumers.conftest import ChatClient, connect, make_user_with_token, raw_socket
 
@@ -530,5 +530,51 @@ async def test_a_failed_final_save_still_ends_the_reply_for_its_readers(client, 
     await client.send({"content": "save fails"})
     received = await client.receive_until("complete")
     assert received[-1]["content"].startswith("Echo: save fails")
+    await client.send({"type": "ping"})
+    assert (await client.receive())["type"] == "pong"
+
+
+async def test_a_reply_that_cannot_start_closes_its_early_model_request(
+    client, settings, fakeai_url, monkeypatch
+):
+    settings.OPENAI_MODEL = "fakeai:ttft=500,tps=20,tokens=40"
+    fakeai_reset(fakeai_url)
+
+    async def stream_store_down(self, key, *, control_channel):
+        # Fail once the model request is in flight: it must not be left running.
+        await wait_for(lambda: fakeai_get(fakeai_url, "/_fakeai/stats")["active"] == 1)
+        raise RuntimeError("stream store down")
+
+    monkeypatch.setattr(type(streams.get_streams()), "open", stream_store_down)
+    await client.send({"content": "never starts"})
+    error = await client.receive()
+
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "internal_error", True)
+    stats = await wait_for(
+        lambda: (s := fakeai_get(fakeai_url, "/_fakeai/stats"))["client_disconnects"] >= 1 and s
+    )
+    assert stats["completed"] == 0
+    reply = await Message.objects.aget(role="assistant")
+    assert (reply.status, reply.error_code) == ("error", "interrupted")
+    await client.send({"type": "ping"})
+    assert (await client.receive())["type"] == "pong"
+
+
+async def test_a_failing_follower_tells_the_client_and_logs_the_traceback(
+    client, monkeypatch, caplog
+):
+    async def reader_breaks(message_id, *, after=-1):
+        yield 0, {"type": "token", "content": "a", "index": 0, "timestamp": 0}
+        raise RuntimeError("reader broke")
+
+    monkeypatch.setattr(services, "follow_reply", reader_breaks)
+    await client.send({"content": "follow me"})
+    received = await client.receive_until("error")
+
+    ack, error = received[0], received[-1]
+    assert [e["type"] for e in received] == ["ack", "progress", "token", "error"]
+    assert error["code"] == "internal_error" and error["message_id"] == ack["message_id"]
+    failures = [r for r in caplog.records if r.getMessage().startswith("follower failed")]
+    assert failures and "reader broke" in str(failures[0].exc_info[1])
     await client.send({"type": "ping"})
     assert (await client.receive())["type"] == "pong"
