@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.auth import request_user
 from chat import events, selectors, services
 from chat.models import Conversation
 from realtime import wire
@@ -125,7 +126,7 @@ def _parse_body(request: HttpRequest) -> events.ClientEvent:
 @require_POST
 async def stream_chat(request: HttpRequest) -> HttpResponse:
     """POST /api/chat/stream: send a message, receive the reply as SSE."""
-    user = await request.auser()
+    user = await request_user(request)
     if not user.is_authenticated:
         return _unauthorized()
     try:
@@ -149,7 +150,7 @@ async def stream_chat(request: HttpRequest) -> HttpResponse:
 @require_GET
 async def resume_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     """GET /api/chat/stream/<id>/: replay a reply after `after` (or Last-Event-ID)."""
-    user = await request.auser()
+    user = await request_user(request)
     if not user.is_authenticated:
         return _unauthorized()
     after_raw = request.GET.get("after", request.headers.get("Last-Event-ID", "-1"))

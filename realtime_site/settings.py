@@ -63,6 +63,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "realtime.db.ReleaseConnectionsWhileStreaming",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -95,27 +96,29 @@ TEMPLATES = [
 
 # --- Database: SQLite file by default, DATABASE_URL for PostgreSQL -----------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# Replies persist from worker threads; reuse their connections instead of
-# opening one per write (PostgreSQL).
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE_SECONDS", default=60)
-# No health checks: channels closes unusable connections after a failed call,
-# and a check per call doubled the round trips to PostgreSQL under load.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# Threads for the database work of sockets and runs (realtime.db). SQLite takes
+# one writer at a time, and contending writers back off in sleeps of up to
+# 100 ms: one thread there; PostgreSQL overlaps several.
+DB_THREADS = env.int("DB_THREADS", default=1 if _SQLITE else 8)
+# Under ASGI, Django's advice: no persistent connection per thread (requests
+# run on short-lived threads); every call returns its connection at its end.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+if _SQLITE:
     # WAL + IMMEDIATE transactions: many replies persist while others read.
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+else:
+    # PostgreSQL: psycopg's pool keeps connections open between calls, per process.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=DB_THREADS + 8),
+        "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Threads for the database work of sockets and runs (realtime.db). SQLite
-# takes one writer at a time, and contending writers back off in sleeps of up
-# to 100 ms: one thread there; PostgreSQL overlaps several.
-DB_THREADS = env.int(
-    "DB_THREADS",
-    default=1 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 8,
-)
 
 # --- Channel layer and shared state: in memory by default, REDIS_URL for Redis
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -32,7 +34,12 @@ def cluster(fakeai_url):
     env = processes.site_env(
         fakeai_url=fakeai_url,
         database_url=f"{services.PG_URL}/{DB_NAME}",
-        extra={"REDIS_URL": REDIS_URL, "OPENAI_MODEL": SLOW_MODEL},
+        extra={
+            "REDIS_URL": REDIS_URL,
+            "OPENAI_MODEL": SLOW_MODEL,
+            "DB_POOL_MAX_SIZE": "6",
+            "CHAT_RATE_LIMIT_PER_MINUTE": "1000",
+        },
     )
     processes.manage("migrate", "--noinput", env=env)
     token = processes.create_user_with_token("multi", env=env)
@@ -87,3 +94,30 @@ def test_idle_socket_over_redis_survives_past_the_redis_client_timeout(cluster):
                 ws.recv(timeout=deadline - time.monotonic())
         ws.send(json.dumps({"type": "ping"}))
         assert recv(ws)["type"] == "pong"
+
+
+def database_connections() -> int:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        return admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (DB_NAME,)
+        ).fetchone()[0]
+
+
+def test_database_connections_stay_within_the_pools_however_many_requests(cluster):
+    # Each HTTP request runs on a thread of its own: a connection kept per
+    # thread would add one per request. Each process keeps at most its pool.
+    first, second, token = cluster
+
+    def ask(number: int) -> bytes:
+        request = urllib.request.Request(
+            (first, second)[number % 2] + "/api/chat/stream",
+            data=json.dumps({"content": f"request {number}"}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        bodies = list(pool.map(ask, range(30)))
+    assert all(b'"type":"complete"' in body for body in bodies)
+    assert database_connections() <= 2 * 6
