@@ -220,6 +220,8 @@ STREAM_READER_IDLE_SECONDS = env.float("STREAM_READER_IDLE_SECONDS", default=15.
 # --- Chat ---------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
+# Messages per page of a conversation; older pages load as the person scrolls up.
+CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 
 # --- Logging: one structured line per event, no message content at INFO --------
