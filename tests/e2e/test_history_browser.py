@@ -1,4 +1,4 @@
-"""A long conversation in a real Chromium: older messages load on scroll, the reader's place holds."""
+"""A long conversation in Chromium: older messages load on scroll; the reader keeps their place."""
 
 from __future__ import annotations
 
