@@ -17,6 +17,7 @@ import redis
 
 from tests.support import processes, services
 from tests.support.chat_socket import recv, recv_until, ws_connect
+from tests.support.chat_tokens import assert_tokens_in_order
 
 PG_ADMIN_URL = services.PG_ADMIN_URL
 DB_NAME = services.pg_database("realtime_multi_instance_test")
@@ -58,15 +59,14 @@ def test_reply_started_on_one_instance_resumes_on_the_other(cluster):
         while len(seen) < 5:
             seen.append(recv(ws))
 
+    after = seen[-1]["index"]
     with ws_connect(second, token) as ws:
-        ws.send(json.dumps({"type": "resume", "message_id": ack["message_id"], "after": 4}))
+        ws.send(json.dumps({"type": "resume", "message_id": ack["message_id"], "after": after}))
         rest = recv_until(ws, "complete")
 
-    tokens = [e for e in rest if e["type"] == "token"]
-    assert tokens[0]["index"] == 5
-    assert [t["index"] for t in tokens] == list(range(5, 5 + len(tokens)))
     complete = rest[-1]
-    assert complete["content"] == "".join(t["content"] for t in seen + tokens)
+    text = assert_tokens_in_order(rest, after=after, total=complete["total_tokens"])
+    assert complete["content"] == "".join(t["content"] for t in seen) + text
     assert complete["content"].startswith("Echo: switch servers (turn 1)")
 
 

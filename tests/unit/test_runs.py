@@ -76,7 +76,7 @@ async def start(producer: Scripted, key: str = "run:1") -> runs.Run:
 
 
 async def read_all(key: str = "run:1") -> list[dict]:
-    return [event async for _, event in runs.follow(key)]
+    return [event async for batch in runs.follow(key) for _, event in batch]
 
 
 async def ended(run: runs.Run) -> None:
