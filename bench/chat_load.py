@@ -58,20 +58,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,28 +72,41 @@ from time import perf_counter
 
 import openai
 import psutil
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from bench.clients import (
+    CONNECT_CONCURRENCY,
+    CONNECT_TIMEOUT_S,
+    MessageResult,
+    Ramp,
+    direct_message,
+    direct_user,
+    ws_user,
+)
+from bench.harness import (
+    RESULTS_DIR,
+    ROOT,
+    SAMPLE_INTERVAL_S,
+    ResourceSampler,
+    code_version,
+    create_users,
+    fakeai_stats,
+    flush_redis,
+    log_problems,
+    machine_info,
+    manage,
+    py_spy,
+    recreate_postgres,
+    spawn,
+    write_json,
+)
+from bench.stats import fmt, pcts, rnd
 from tests.support import processes
-
-ROOT = processes.ROOT
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PYTHON = processes.PYTHON
 
 TARGET_USERS = 200
 TARGET_ADDED_P50_MS = 5.0
 TARGET_ADDED_P99_MS = 25.0
 
-# Fewer simultaneous handshakes than Twisted's listen backlog (50).
-CONNECT_CONCURRENCY = 25
-CONNECT_TIMEOUT_S = 30.0
-SAMPLE_INTERVAL_S = 0.1
 PAUSE_BETWEEN_RUNS_S = 1.0
-# Token frames start with this (events.dumps: compact separators, "type" first),
-# so they are counted without json.loads.
-TOKEN_PREFIX = '{"type":"token"'
-SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly; use Markdown for code and lists."
 STAMP = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -238,401 +244,7 @@ def parse_args(argv: list[str] | None = None) -> Params:
     )
 
 
-# --- processes --------------------------------------------------------------------
-@contextlib.contextmanager
-def spawn(args: list[str], *, env: dict, log_path: Path, ready_url: str) -> Iterator:
-    """A child process logging to a file; stopped on exit. Yields the Popen."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [PYTHON, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            processes.wait_for_http(ready_url, process=process, timeout_s=60)
-            yield process
-        finally:
-            processes.stop(process)
-
-
-def manage(*args: str, env: dict, timeout_s: float = 300) -> str:
-    result = subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
-USERS_SCRIPT = """
-import json
-from django.contrib.auth import get_user_model
-from django.db import transaction
-from accounts.services import create_api_token
-User = get_user_model()
-raws = []
-with transaction.atomic():
-    for i in range({count}):
-        user, _ = User.objects.get_or_create(username=f"bench-{{i}}")
-        raws.append(create_api_token(user=user, name="bench")[1])
-print(json.dumps(raws))
-"""
-
-
-def create_users(count: int, *, env: dict) -> list[str]:
-    """Users bench-0..count-1 with one new API token each, in one process."""
-    out = manage("shell", "-c", USERS_SCRIPT.format(count=count), env=env)
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def recreate_postgres(pg_url: str, database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{pg_url}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{database}"')
-
-
-def flush_redis(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-def fakeai_stats(base_url: str) -> dict:
-    root = base_url.removesuffix("/v1")
-    with urllib.request.urlopen(f"{root}/_fakeai/stats", timeout=5) as response:
-        return json.loads(response.read())
-
-
-def log_problems(path: Path, limit: int = 10) -> dict:
-    """ERROR lines and tracebacks in a server log, counted by exception line."""
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    errors = sum(" ERROR " in line for line in lines)
-    exceptions: Counter = Counter()
-    in_traceback = False
-    for line in lines:
-        if line.startswith("Traceback"):
-            in_traceback = True
-        elif (
-            in_traceback
-            and line
-            and not line[0].isspace()
-            and not line.startswith(("During handling", "The above exception"))
-        ):
-            exceptions[line[:300]] += 1
-            in_traceback = False
-    return {"error_lines": errors, "exceptions": dict(exceptions.most_common(limit))}
-
-
-# --- resource sampling ------------------------------------------------------------
-class ResourceSampler:
-    """Peak RSS (polled every SAMPLE_INTERVAL_S) and CPU% of processes, in a thread."""
-
-    def __init__(self, watched: dict[str, psutil.Process]) -> None:
-        self.watched = watched
-        self.peak_rss: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="sampler", daemon=True)
-
-    def __enter__(self) -> ResourceSampler:
-        self._started = time.monotonic()
-        self._cpu = {name: p.cpu_times() for name, p in self.watched.items()}
-        self._system = psutil.cpu_times()
-        self._others = self._all_cpu()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-        wall = time.monotonic() - self._started
-        self.result: dict = {"wall_s": round(wall, 3)}
-        for name, proc in self.watched.items():
-            try:
-                now = proc.cpu_times()
-            except psutil.Error:
-                continue
-            before = self._cpu[name]
-            used = (now.user - before.user) + (now.system - before.system)
-            self.result[f"{name}_cpu_percent"] = round(100 * used / wall, 1) if wall else None
-            self.result[f"{name}_peak_rss_mb"] = round(self.peak_rss.get(name, 0) / 2**20, 1)
-        system = psutil.cpu_times()
-        total = sum(system) - sum(self._system)
-        idle = (system.idle + getattr(system, "iowait", 0)) - (
-            self._system.idle + getattr(self._system, "iowait", 0)
-        )
-        busy = 100 * (1 - idle / total) if total else None
-        self.result["machine_busy_percent"] = rnd(busy, 1)
-        if busy is not None:
-            # CPU (100 = one core) used by everything else: Postgres, Redis, other work.
-            ours = sum(v for k, v in self.result.items() if k.endswith("_cpu_percent"))
-            self.result["other_cpu_percent"] = max(
-                0.0, round(busy * (os.cpu_count() or 1) - ours, 1)
-            )
-        self.result["top_other_processes"] = self._top_others(wall)
-
-    def _all_cpu(self) -> dict[int, tuple[str, float]]:
-        usage = {}
-        for proc in psutil.process_iter(["name", "cpu_times"]):
-            times = proc.info["cpu_times"]
-            if times is not None:
-                usage[proc.pid] = (proc.info["name"], times.user + times.system)
-        return usage
-
-    def _top_others(self, wall: float, count: int = 3) -> list[str]:
-        """Busiest other processes that lived through the run (short-lived ones are missed)."""
-        ours = {proc.pid for proc in self.watched.values()}
-        now = self._all_cpu()
-        deltas = [
-            (used - self._others[pid][1], name)
-            for pid, (name, used) in now.items()
-            if pid in self._others and pid not in ours
-        ]
-        deltas.sort(reverse=True)
-        return [f"{name} {100 * used / wall:.0f}%" for used, name in deltas[:count] if used > 0]
-
-    def _poll(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            self._sample()
-
-    def _sample(self) -> None:
-        for name, proc in self.watched.items():
-            try:
-                rss = proc.memory_info().rss
-            except psutil.Error:
-                continue
-            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
-
-
-@contextlib.contextmanager
-def py_spy(pid: int, output: Path, *, duration_s: float, idle: bool) -> Iterator[None]:
-    """Sample a process's Python stacks (collapsed format, per thread); on-CPU unless idle."""
-    exe = Path(PYTHON).with_name("py-spy")
-    if not exe.exists():
-        print("  (py-spy not installed: no profile)", file=sys.stderr)
-        yield
-        return
-    options = ["--rate", "100", "--nonblocking", "--threads", "--format", "raw"]
-    if idle:
-        options.append("--idle")
-    spy = subprocess.Popen(
-        [str(exe), "record", "--pid", str(pid), *options,
-         "--duration", str(int(duration_s) + 1), "--output", str(output)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)  # attach before the load starts
-    try:
-        yield
-    finally:
-        if spy.poll() is None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                spy.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait()
-
-
-# --- one message, one user, one run ---------------------------------------------------
-@dataclass
-class MessageResult:
-    status: str = "not_run"  # ok | error:<code> | timeout | disconnect | run_timeout | ...
-    sent: float | None = None
-    ack: float | None = None
-    first: float | None = None
-    last: float | None = None
-    done: float | None = None
-    tokens: int = 0
-    server_ttft_ms: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def ttft_ms(self) -> float | None:
-        return ms(self.first - self.sent) if self.first is not None else None
-
-    @property
-    def total_ms(self) -> float | None:
-        return ms(self.done - self.sent) if self.done is not None else None
-
-    @property
-    def ack_ms(self) -> float | None:
-        return ms(self.ack - self.sent) if self.ack is not None else None
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        if self.tokens < 2 or self.last is None or self.last <= self.first:
-            return None
-        return (self.tokens - 1) / (self.last - self.first)
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000
-
-
-class Ramp:
-    """Every client reports in (connected or failed); then all start together."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.arrived = 0
-        self.all_arrived = asyncio.Event()
-        self.start = asyncio.Event()
-
-    def arrive(self) -> None:
-        self.arrived += 1
-        if self.arrived >= self.expected:
-            self.all_arrived.set()
-
-
-def prompt_for(index: int) -> str:
-    return f"Benchmark message {index + 1}: tell me something short."
-
-
-async def ws_message(ws, result: MessageResult, index: int, conversation_id, timeout_s: float):
-    """Send one message and read until its terminal event; returns the conversation id."""
-    payload = {"type": "message", "content": prompt_for(index)}
-    if conversation_id is not None:
-        payload["conversation_id"] = conversation_id
-    frame = json.dumps(payload)
-    result.status = "sent"
-    try:
-        async with asyncio.timeout(timeout_s):
-            result.sent = perf_counter()
-            await ws.send(frame)
-            while True:
-                raw = await ws.recv()
-                now = perf_counter()
-                if raw.startswith(TOKEN_PREFIX):
-                    if result.first is None:
-                        result.first = now
-                    result.last = now
-                    result.tokens += 1
-                    continue
-                event = json.loads(raw)
-                kind = event.get("type")
-                if kind == "ack":
-                    result.ack = now
-                    conversation_id = event.get("conversation_id", conversation_id)
-                elif kind == "complete":
-                    result.done = now
-                    result.server_ttft_ms = (event.get("metrics") or {}).get("ttft_ms")
-                    result.status = "ok" if result.tokens else "error:no_tokens"
-                    return conversation_id
-                elif kind in ("error", "cancelled"):
-                    result.done = now
-                    result.status = f"error:{event.get('code', kind)}"
-                    return conversation_id
-    except TimeoutError:
-        result.status = "timeout"
-    except ConnectionClosed:
-        result.status = "disconnect"
-    except asyncio.CancelledError:
-        result.status = "run_timeout"
-        raise
-    return conversation_id
-
-
-async def ws_user(
-    url: str,
-    token: str,
-    results: list[MessageResult],
-    ramp: Ramp,
-    connect_slots: asyncio.Semaphore,
-    params: Params,
-    user: int = 0,
-) -> None:
-    try:
-        async with connect_slots:
-            ws = await connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {token}"},
-                compression=None,  # keep client CPU low; daphne would negotiate it otherwise
-                ping_interval=None,  # no keepalive failures caused by a busy client loop
-                open_timeout=CONNECT_TIMEOUT_S,
-                close_timeout=2,
-                max_size=None,
-            )
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        for result in results:
-            result.status = f"connect_failed:{type(exc).__name__}"
-        ramp.arrive()
-        return
-    ramp.arrive()
-    try:
-        await ramp.start.wait()
-        await asyncio.sleep(params.start_offset_s(user))
-        conversation_id = None
-        for index, result in enumerate(results):
-            conversation_id = await ws_message(
-                ws, result, index, conversation_id, params.message_timeout_s
-            )
-            if result.status in ("timeout", "disconnect"):
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(ws.close())
-
-
-async def direct_message(
-    client: openai.AsyncOpenAI, result: MessageResult, index: int, params: Params
-) -> None:
-    result.status = "sent"
-    try:
-        async with asyncio.timeout(params.message_timeout_s):
-            result.sent = perf_counter()
-            stream = await client.chat.completions.create(
-                model="fakeai",
-                messages=[
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": prompt_for(index)},
-                ],
-                stream=True,
-                stream_options={"include_usage": True},
-                max_completion_tokens=1024,
-            )
-            async with stream:
-                async for chunk in stream:
-                    for choice in chunk.choices:
-                        if choice.delta and choice.delta.content:
-                            now = perf_counter()
-                            if result.first is None:
-                                result.first = now
-                            result.last = now
-                            result.tokens += 1
-            result.done = perf_counter()
-            result.status = "ok" if result.tokens else "error:no_tokens"
-    except TimeoutError:
-        result.status = "timeout"
-    except openai.APIError as exc:
-        result.status = f"error:{type(exc).__name__}"
-    except asyncio.CancelledError:
-        result.status = "run_timeout"
-        raise
-
-
-async def direct_user(
-    client, results: list[MessageResult], ramp: Ramp, params: Params, user: int = 0
-) -> None:
-    ramp.arrive()
-    await ramp.start.wait()
-    await asyncio.sleep(params.start_offset_s(user))
-    for index, result in enumerate(results):
-        await direct_message(client, result, index, params)
-
-
+# --- one run ------------------------------------------------------------------------
 @dataclass
 class Run:
     mode: str
@@ -702,25 +314,6 @@ async def run_load(
 
 
 # --- statistics ---------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def pcts(values: list[float], qs=(50, 95, 99)) -> dict:
-    return {f"p{q}": rnd(percentile(values, q)) for q in qs}
-
-
-def rnd(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(value, digits)
-
-
 def summarize(run: Run, params: Params) -> dict:
     ok = [r for r in run.results if r.ok]
     ttft = [r.ttft_ms for r in ok if r.ttft_ms is not None]
@@ -823,11 +416,7 @@ def judge(rows: list[dict], *, server_errors: int) -> dict:
     }
 
 
-# --- output ---------------------------------------------------------------------------
-def fmt(value, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
+# --- output -------------------------------------------------------------------------
 def print_tables(rows: list[dict], target: dict, params: Params) -> None:
     head = (
         f"{'mode':<12}{'N':>5}{'msgs':>6}{'err':>5} | {'TTFT p50':>9}{'p95':>8}{'p99':>8} | "
@@ -909,42 +498,6 @@ def print_tables(rows: list[dict], target: dict, params: Params) -> None:
         print(f"  daphne logged {target['server_log_error_lines']} ERROR lines during the runs")
 
 
-def machine_info() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "openai": openai.__version__,
-        "event_loop": "asyncio",
-    }
-
-
-def code_version() -> dict:
-    """The commit measured, and files changed on top of it (the code moves while we measure)."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
-        )
-        return result.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {"commit": git("rev-parse", "HEAD"), "changed_files": changed}
-
-
-def write_json(report: dict, *, latest: bool) -> list[Path]:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    paths = [RESULTS_DIR / f"chat_load-{STAMP}.json"]
-    if latest:
-        paths.append(RESULTS_DIR / "chat_load-latest.json")
-    text = json.dumps(report, indent=1)
-    for path in paths:
-        path.write_text(text)
-    return paths
-
-
 # --- the whole benchmark ---------------------------------------------------------------
 
 
@@ -966,15 +519,31 @@ async def measure(
     connect_slots = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     def ws_maker(i, results, ramp):
-        return ws_user(ws_url, tokens[i], results, ramp, connect_slots, params, user=i)
+        return ws_user(
+            ws_url,
+            tokens[i],
+            results,
+            ramp,
+            connect_slots,
+            start_offset_s=params.start_offset_s(i),
+            timeout_s=params.message_timeout_s,
+        )
 
     # Warm up both paths (imports, first connections, client objects); not recorded.
     warm = openai.AsyncOpenAI(base_url=fakeai_url, api_key="bench", max_retries=0)
-    await direct_message(warm, MessageResult(), 0, params)
+    await direct_message(warm, MessageResult(), 0, timeout_s=params.message_timeout_s)
     await warm.close()
     warm_ramp = Ramp(1)
     warm_ramp.start.set()
-    await ws_user(ws_url, tokens[0], [MessageResult()], warm_ramp, connect_slots, params)
+    await ws_user(
+        ws_url,
+        tokens[0],
+        [MessageResult()],
+        warm_ramp,
+        connect_slots,
+        start_offset_s=0.0,
+        timeout_s=params.message_timeout_s,
+    )
 
     runs: list[Run] = []
     seen: Counter = Counter()
@@ -983,7 +552,13 @@ async def measure(
         client = openai.AsyncOpenAI(base_url=fakeai_url, api_key="bench", max_retries=0)
 
         def direct_maker(i, results, ramp, client=client):
-            return direct_user(client, results, ramp, params, user=i)
+            return direct_user(
+                client,
+                results,
+                ramp,
+                start_offset_s=params.start_offset_s(i),
+                timeout_s=params.message_timeout_s,
+            )
 
         print(f"N={n} r{seen[n]}: direct baseline ...", file=sys.stderr, flush=True)
         runs.append(
@@ -1141,7 +716,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\ndaphne log problems: {report['server_log_problems']}")
     # Smoke, what-if and profiled runs never replace the latest standard result.
     special = params.quick or params.db_query or params.site_env or params.profile
-    paths = write_json(report, latest=not special)
+    paths = write_json(report, name="chat_load", stamp=STAMP, latest=not special)
     print(f"\nwrote {', '.join(str(p.relative_to(ROOT)) for p in paths)}")
 
 
