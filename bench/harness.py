@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -43,6 +45,116 @@ def spawn(args: list[str], *, env: dict, log_path: Path, ready_url: str) -> Iter
             yield process
         finally:
             processes.stop(process)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A started server process: its name in the report, where it answers, its log."""
+
+    name: str
+    url: str
+    pid: int
+    log_path: Path
+
+    @property
+    def chat_socket_url(self) -> str:
+        return self.url.replace("http://", "ws://", 1) + "/ws/chat/"
+
+
+def start_server(
+    stack: contextlib.ExitStack,
+    name: str,
+    args: list[str],
+    *,
+    port: int,
+    env: dict,
+    log_dir: Path,
+    ready_path: str,
+) -> Server:
+    """Spawn a server on `port`, wait until `ready_path` answers; stopped when `stack` closes."""
+    url = f"http://127.0.0.1:{port}"
+    log_path = log_dir / f"{name}.log"
+    process = stack.enter_context(
+        spawn(args, env=env, log_path=log_path, ready_url=url + ready_path)
+    )
+    return Server(name=name, url=url, pid=process.pid, log_path=log_path)
+
+
+def start_fakeai(
+    stack: contextlib.ExitStack, *, log_dir: Path, ttft_ms: float, tps: float, tokens: int
+) -> Server:
+    port = processes.free_port()
+    args = ["-m", "fakeai", "--port", str(port), "--ttft-ms", str(ttft_ms)]
+    args += ["--tps", str(tps), "--tokens", str(tokens)]
+    env = dict(os.environ)
+    return start_server(
+        stack, "fakeai", args, port=port, env=env, log_dir=log_dir, ready_path="/v1/models"
+    )
+
+
+def start_daphnes(
+    stack: contextlib.ExitStack, count: int, *, env: dict, log_dir: Path
+) -> list[Server]:
+    """`count` daphne processes serving the site, named daphne-1..count."""
+    servers = []
+    for number in range(1, count + 1):
+        port = processes.free_port()
+        args = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        args.append("realtime_site.asgi:application")
+        name = f"daphne-{number}"
+        servers.append(
+            start_server(
+                stack, name, args, port=port, env=env, log_dir=log_dir, ready_path="/healthz"
+            )
+        )
+    return servers
+
+
+def start_lean_relay(stack: contextlib.ExitStack, *, upstream_url: str, log_dir: Path) -> Server:
+    port = processes.free_port()
+    args = ["-m", "bench.lean_relay", "--port", str(port), "--upstream", upstream_url]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return start_server(
+        stack, "lean", args, port=port, env=env, log_dir=log_dir, ready_path="/healthz"
+    )
+
+
+def site_environment(
+    *,
+    fakeai_url: str,
+    sqlite_path: Path,
+    redis_postgres: bool,
+    pg_url: str,
+    pg_database: str,
+    redis_url: str,
+    db_query: str = "",
+    extra: dict[str, str] | None = None,
+) -> dict:
+    """The site's environment; in Redis + PostgreSQL mode the database is recreated, Redis flushed.
+
+    One SECRET_KEY for every process: the site requires it once REDIS_URL is set,
+    and processes sharing a database must agree on it.
+    """
+    if redis_postgres:
+        recreate_postgres(pg_url, pg_database)
+        flush_redis(redis_url)
+        database_url = f"{pg_url}/{pg_database}"
+        mode_env = {"REDIS_URL": redis_url}
+    else:
+        database_url = f"sqlite:///{sqlite_path}"
+        mode_env = {}
+    if db_query:
+        database_url += f"?{db_query}"
+    return processes.site_env(
+        fakeai_url=fakeai_url,
+        database_url=database_url,
+        extra={
+            **mode_env,
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "CHAT_RATE_LIMIT_PER_MINUTE": "0",
+            **(extra or {}),
+        },
+    )
 
 
 def manage(*args: str, env: dict, timeout_s: float = 300) -> str:
@@ -104,9 +216,14 @@ def fakeai_stats(base_url: str) -> dict:
         return json.loads(response.read())
 
 
-def log_problems(path: Path, limit: int = 10) -> dict:
-    """ERROR lines and tracebacks in a server log, counted by exception line."""
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+def log_problems(path: Path, *, start: int = 0, end: int | None = None, limit: int = 10) -> dict:
+    """ERROR lines and tracebacks in bytes [start, end) of a server log, counted by exception."""
+    if not path.exists():
+        return {"error_lines": 0, "exceptions": {}}
+    with open(path, "rb") as log:
+        log.seek(start)
+        data = log.read() if end is None else log.read(max(0, end - start))
+    lines = data.decode(errors="replace").splitlines()
     errors = sum(" ERROR " in line for line in lines)
     exceptions: Counter = Counter()
     in_traceback = False
@@ -124,9 +241,54 @@ def log_problems(path: Path, limit: int = 10) -> dict:
     return {"error_lines": errors, "exceptions": dict(exceptions.most_common(limit))}
 
 
+def keep_log(path: Path, kept_as: Path, *, limit_bytes: int = 2 * 2**20) -> str:
+    """Copy a log that had errors under bench/results (the temporary directory goes away)."""
+    kept_as.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "rb") as source:
+        kept_as.write_bytes(source.read(limit_bytes))
+    return str(kept_as.relative_to(ROOT))
+
+
+def server_log_report(servers: list[Server], ends: dict[str, int], *, keep_prefix: str) -> dict:
+    """Problems in each server's log during the runs (up to `ends`) and at shutdown.
+
+    A log with problems during the runs is kept as bench/results/<keep_prefix>-<name>.log.
+    """
+    report: dict = {"error_lines": 0, "servers": {}}
+    for server in servers:
+        end = ends.get(server.name)
+        during = log_problems(server.log_path, end=end)
+        shutdown = (
+            log_problems(server.log_path, start=end)
+            if end is not None
+            else {"error_lines": 0, "exceptions": {}}
+        )
+        entry: dict = {"during_runs": during, "at_shutdown": shutdown}
+        if during["error_lines"] or during["exceptions"]:
+            kept_as = RESULTS_DIR / f"{keep_prefix}-{server.name}.log"
+            entry["log"] = keep_log(server.log_path, kept_as)
+        report["servers"][server.name] = entry
+        report["error_lines"] += during["error_lines"]
+    return report
+
+
+def print_log_problems(problems: dict) -> None:
+    """Problems during the runs in full; those at shutdown counted (they are not load)."""
+    for name, entry in problems["servers"].items():
+        if entry["during_runs"]["error_lines"] or entry["during_runs"]["exceptions"]:
+            print(f"{name} log problems during the runs: {entry}")
+        elif entry["at_shutdown"]["error_lines"]:
+            print(f"{name} logged {entry['at_shutdown']['error_lines']} ERROR lines at shutdown")
+
+
 # --- resource sampling ------------------------------------------------------------
 class ResourceSampler:
-    """Peak RSS (polled every SAMPLE_INTERVAL_S) and CPU% of processes, in a thread."""
+    """Peak RSS (polled every SAMPLE_INTERVAL_S) and CPU% of processes, in a thread.
+
+    `result` after the block: {"wall_s", "processes": {name: {"pid", "cpu_percent",
+    "peak_rss_mb"}}, "machine_busy_percent", "other_cpu_percent", "top_other_processes"};
+    CPU% is 100 for one core.
+    """
 
     def __init__(self, watched: dict[str, psutil.Process]) -> None:
         self.watched = watched
@@ -147,7 +309,7 @@ class ResourceSampler:
         self._thread.join()
         self._sample()
         wall = time.monotonic() - self._started
-        self.result: dict = {"wall_s": round(wall, 3)}
+        per_process: dict[str, dict] = {}
         for name, proc in self.watched.items():
             try:
                 now = proc.cpu_times()
@@ -155,8 +317,12 @@ class ResourceSampler:
                 continue
             before = self._cpu[name]
             used = (now.user - before.user) + (now.system - before.system)
-            self.result[f"{name}_cpu_percent"] = round(100 * used / wall, 1) if wall else None
-            self.result[f"{name}_peak_rss_mb"] = round(self.peak_rss.get(name, 0) / 2**20, 1)
+            per_process[name] = {
+                "pid": proc.pid,
+                "cpu_percent": round(100 * used / wall, 1) if wall else None,
+                "peak_rss_mb": round(self.peak_rss.get(name, 0) / 2**20, 1),
+            }
+        self.result: dict = {"wall_s": round(wall, 3), "processes": per_process}
         system = psutil.cpu_times()
         total = sum(system) - sum(self._system)
         idle = (system.idle + getattr(system, "iowait", 0)) - (
@@ -166,7 +332,7 @@ class ResourceSampler:
         self.result["machine_busy_percent"] = rnd(busy, 1)
         if busy is not None:
             # CPU (100 = one core) used by everything else: Postgres, Redis, other work.
-            ours = sum(v for k, v in self.result.items() if k.endswith("_cpu_percent"))
+            ours = sum(p["cpu_percent"] or 0 for p in per_process.values())
             self.result["other_cpu_percent"] = max(
                 0.0, round(busy * (os.cpu_count() or 1) - ours, 1)
             )

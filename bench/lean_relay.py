@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from dataclasses import dataclass
 
@@ -197,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="fakeai")
     parser.add_argument("--api-key", default="")
     args = parser.parse_args(argv)
+    # The benchmark counts " ERROR " lines in this log, as in daphne's.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     web.run_app(
         create_app(args.upstream, model=args.model, api_key=args.api_key),
         host=args.host,
