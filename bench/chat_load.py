@@ -543,8 +543,13 @@ def print_tables(rows: list[dict], target: dict, params: Params) -> None:
     )
     if params.db_query or params.site_env:
         print(f"what-if: DATABASE_URL ?{params.db_query or '-'}; site env {params.site_env or '-'}")
+    goal = (
+        f"target at N={target['users']}: /lean p99 <= {target['p99_ratio_to_lean_at_most']:g}x, "
+        f"err 0, tok/s p50 {target['tokens_per_s']:g} +/- "
+        f"{100 * target['tokens_per_s_tolerance']:g} %"
+    )
     for arrival in params.arrivals:
-        print(f"\n{arrival} arrivals")
+        print(f"\n{arrival} arrivals ({goal})")
         print(head)
         print("-" * len(head))
         for row in (r for r in rows if r["arrival"] == arrival):
