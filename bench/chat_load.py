@@ -26,7 +26,8 @@ benchmark.
 
 Per message the client measures, with perf_counter:
 - TTFT: send -> first `token` frame; total: send -> `complete`;
-- tokens received and tokens/s delivered ((tokens - 1) / first-to-last token);
+- tokens received (by the frames' `index`: a late reader's frame carries its
+  backlog) and tokens/s delivered (tokens after the first frame / first-to-last frame);
 - errors: `error` events, disconnects, timeouts, messages never sent.
 Per run: each server process's peak RSS (sampled every 100 ms) and CPU%
 (100 = one core), plus fakeai's and this load generator's CPU%, and aggregate
@@ -412,6 +413,9 @@ def summarize(run: Run, params: Params) -> dict:
         "total_ms": pcts([r.total_ms for r in ok]),
         "tokens_per_message": pcts([r.tokens for r in ok], qs=(50,))
         | {"min": min((r.tokens for r in ok), default=None)},
+        # Fewer frames than tokens: a reader that fell behind got its backlog in one frame.
+        "token_frames_per_message": pcts([r.frames for r in ok], qs=(50,))
+        | {"min": min((r.frames for r in ok), default=None)},
         "tokens_per_s_delivered": pcts(
             [v for r in ok if (v := r.tokens_per_s) is not None], qs=(5, 50)
         ),

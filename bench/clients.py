@@ -20,6 +20,7 @@ CONNECT_TIMEOUT_S = 30.0
 # Token frames start with this (events.dumps: compact separators, "type" first),
 # so they are counted without json.loads.
 TOKEN_PREFIX = '{"type":"token"'
+INDEX_FIELD = ',"index":'
 SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly; use Markdown for code and lists."
 
 
@@ -32,6 +33,8 @@ class MessageResult:
     last: float | None = None
     done: float | None = None
     tokens: int = 0
+    first_tokens: int = 0  # tokens the first frame carried
+    frames: int = 0
     server_ttft_ms: float | None = None
 
     @property
@@ -52,9 +55,17 @@ class MessageResult:
 
     @property
     def tokens_per_s(self) -> float | None:
-        if self.tokens < 2 or self.last is None or self.last <= self.first:
+        """Tokens delivered after the first frame, per second from the first frame to the last."""
+        if self.last is None or self.last <= self.first or self.tokens <= self.first_tokens:
             return None
-        return (self.tokens - 1) / (self.last - self.first)
+        return (self.tokens - self.first_tokens) / (self.last - self.first)
+
+    def received(self, tokens: int, at: float) -> None:
+        """A frame arrived; `tokens`: how many the reply has delivered so far."""
+        if self.first is None:
+            self.first, self.first_tokens = at, tokens
+        self.last, self.tokens = at, tokens
+        self.frames += 1
 
 
 class Ramp:
@@ -70,6 +81,23 @@ class Ramp:
         self.arrived += 1
         if self.arrived >= self.expected:
             self.all_arrived.set()
+
+
+def token_index(frame: str) -> int:
+    """The `index` of a `token` frame, without parsing its JSON.
+
+    A frame carries one token, or a late reader's backlog, and `index` is its
+    last token's. Quotes inside `content` are escaped, so the last `,"index":`
+    is the field itself.
+    """
+    start = frame.rfind(INDEX_FIELD)
+    if start < 0:
+        return json.loads(frame)["index"]
+    start += len(INDEX_FIELD)
+    end = start
+    while end < len(frame) and frame[end].isdigit():
+        end += 1
+    return int(frame[start:end])
 
 
 def prompt_for(index: int) -> str:
@@ -93,10 +121,7 @@ async def ws_message(
                 raw = await ws.recv()
                 now = perf_counter()
                 if raw.startswith(TOKEN_PREFIX):
-                    if result.first is None:
-                        result.first = now
-                    result.last = now
-                    result.tokens += 1
+                    result.received(token_index(raw) + 1, now)
                     continue
                 event = json.loads(raw)
                 kind = event.get("type")
@@ -191,11 +216,7 @@ async def direct_message(
                 async for chunk in stream:
                     for choice in chunk.choices:
                         if choice.delta and choice.delta.content:
-                            now = perf_counter()
-                            if result.first is None:
-                                result.first = now
-                            result.last = now
-                            result.tokens += 1
+                            result.received(result.tokens + 1, perf_counter())
             result.done = perf_counter()
             result.status = "ok" if result.tokens else "error:no_tokens"
     except TimeoutError:

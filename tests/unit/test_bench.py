@@ -10,10 +10,12 @@ from bench.chat_load import (
     parse_args,
     round_robin,
 )
-from bench.clients import MessageResult
+from bench.clients import MessageResult, token_index
 from bench.harness import Server, log_problems
 from bench.soak import SoakProgress, memory_line
 from bench.stats import fmt_ratio, percentile, ratio, slope_per_thousand
+from chat import events
+from realtime import wire
 
 
 # --- statistics -------------------------------------------------------------------
@@ -46,6 +48,37 @@ def test_slope_per_thousand_of_a_steady_leak():
 
 def test_slope_per_thousand_needs_two_points():
     assert slope_per_thousand([(1000, 100.0)]) is None
+
+
+# --- clients ----------------------------------------------------------------------
+def test_token_index_reads_the_index_field_of_our_token_frame():
+    frame = wire.dumps(events.token(content="hi ", index=41, timestamp=1_700_000_000_000))
+
+    assert token_index(frame) == 41
+
+
+def test_token_index_is_not_fooled_by_content_that_looks_like_the_field():
+    content = 'say ,"index":99, please'
+    frame = wire.dumps(events.token(content=content, index=7, timestamp=1_700_000_000_000))
+
+    assert token_index(frame) == 7
+
+
+def test_tokens_per_second_counts_the_tokens_after_the_first_frame():
+    result = MessageResult()
+    result.received(3, at=10.0)  # a late reader's backlog: tokens 0-2 in one frame
+    result.received(4, at=10.5)
+    result.received(8, at=11.0)
+
+    assert (result.tokens, result.frames) == (8, 3)
+    assert result.tokens_per_s == 5.0
+
+
+def test_tokens_per_second_needs_a_second_frame():
+    result = MessageResult()
+    result.received(1, at=10.0)
+
+    assert result.tokens_per_s is None
 
 
 # --- memory line ------------------------------------------------------------------
