@@ -14,6 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+# Processes sharing Redis must share a key; settings refuse to start without one.
+TEST_SECRET_KEY = "test-only-secret-key-shared-by-the-instances-of-one-test-cluster"
 
 
 def free_port() -> int:
@@ -85,14 +87,19 @@ def manage(*args: str, env: dict) -> str:
     return result.stdout
 
 
-def create_user_with_token(username: str, *, env: dict, password: str = "pass-Word-123") -> str:
-    """Create a user in the site's database; return a new API token for it."""
+def create_user(username: str, *, env: dict, password: str = "pass-Word-123") -> None:
+    """Create a user in the site's database."""
     manage(
         "shell", "--no-imports", "-c",
         "from django.contrib.auth import get_user_model; "
         f"get_user_model().objects.create_user({username!r}, password={password!r})",
         env=env,
     )  # fmt: skip
+
+
+def create_user_with_token(username: str, *, env: dict, password: str = "pass-Word-123") -> str:
+    """Create a user in the site's database; return a new API token for it."""
+    create_user(username, env=env, password=password)
     return manage("create_api_token", username, env=env).strip()
 
 
