@@ -1,5 +1,7 @@
 """Receivers for account events (connected in AccountsConfig.ready).
 
+Failed and successful logins feed the login throttle (accounts/throttle.py).
+
 When a credential ends, the sockets opened with it close with 4401 on every
 process (realtime/credentials.py):
 - logout: that session's sockets;
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 from functools import partial
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.contrib.auth.signals import user_logged_out
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
+from accounts import throttle
+from accounts.backends import RETRY_AFTER_ATTR
 from accounts.models import ApiToken
 from realtime import credentials
 
@@ -32,6 +37,20 @@ def _end_after_commit(group: str, *, auth_method: str | None = None) -> None:
     transaction.on_commit(
         partial(credentials.end_from_sync, group, auth_method=auth_method), robust=True
     )
+
+
+@receiver(user_login_failed)
+def count_a_failed_login(sender, credentials, request=None, **kwargs) -> None:
+    if request is None or getattr(request, RETRY_AFTER_ATTR, 0):
+        return  # not a login attempt over HTTP, or refused while locked: not counted
+    async_to_sync(throttle.record_failure)(
+        username=credentials.get("username"), address=throttle.client_address(request)
+    )
+
+
+@receiver(user_logged_in)
+def clear_failed_logins(sender, request, user, **kwargs) -> None:
+    async_to_sync(throttle.record_success)(username=user.get_username())
 
 
 @receiver(user_logged_out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -129,3 +130,126 @@ def test_ensure_admin_does_nothing_when_a_user_exists():
 
     assert ensure_admin() == ""
     assert list(get_user_model().objects.values_list("username", flat=True)) == ["alice"]
+
+
+# --- login throttling -------------------------------------------------------------------------
+@pytest.fixture
+def alice():
+    return get_user_model().objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def lockout(settings):
+    settings.LOGIN_MAX_FAILURES_PER_ACCOUNT = 3
+    settings.LOGIN_MAX_FAILURES_PER_ADDRESS = 5
+    settings.LOGIN_LOCKOUT_SECONDS = 300
+    return settings
+
+
+def log_in(username: str, password: str, *, address: str = "203.0.113.1") -> tuple:
+    """(response, client) of one login form post from `address`."""
+    client = Client(REMOTE_ADDR=address)
+    response = client.post("/accounts/login/", {"username": username, "password": password})
+    return response, client
+
+
+def logged_in(client: Client) -> bool:
+    return client.get("/chat/").status_code == 200
+
+
+@pytest.mark.services
+def test_failed_logins_below_the_limit_are_ordinary_errors(alice, lockout):
+    responses = [log_in("alice", "wrong")[0] for _ in range(3)]
+
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert all("Retry-After" not in r for r in responses)
+    assert "correct username and password" in responses[-1].content.decode()
+
+
+@pytest.mark.services
+def test_an_account_locked_by_failures_refuses_even_the_right_password(alice, lockout):
+    for _ in range(3):
+        log_in("alice", "wrong")
+
+    response, client = log_in("alice", PASSWORD)
+
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= 300
+    assert "Too many failed logins" in response.content.decode()
+    assert "try again in 5 minutes" in response.content.decode()
+    assert not logged_in(client)
+
+
+@pytest.mark.services
+def test_the_account_lock_holds_from_any_address(alice, lockout):
+    for n in range(3):
+        log_in("alice", "wrong", address=f"198.51.100.{n}")
+
+    response, client = log_in("alice", PASSWORD, address="192.0.2.77")
+
+    assert response.status_code == 429
+    assert not logged_in(client)
+
+
+@pytest.mark.services
+def test_the_account_lock_ignores_the_case_of_the_username(alice, lockout):
+    for name in ("alice", "ALICE", "Alice"):
+        log_in(name, "wrong")
+
+    assert log_in("alice", PASSWORD)[0].status_code == 429
+
+
+@pytest.mark.services
+def test_an_address_guessing_many_accounts_is_locked_for_all_of_them(alice, lockout):
+    for n in range(5):
+        log_in(f"guess{n}", "wrong", address="203.0.113.9")
+
+    locked, _ = log_in("alice", PASSWORD, address="203.0.113.9")
+    elsewhere, client = log_in("alice", PASSWORD, address="203.0.113.10")
+
+    assert locked.status_code == 429
+    assert elsewhere.status_code == 302 and logged_in(client)
+
+
+@pytest.mark.services
+def test_a_successful_login_clears_the_accounts_failures(alice, lockout):
+    for _ in range(2):
+        log_in("alice", "wrong")
+    assert log_in("alice", PASSWORD)[0].status_code == 302
+
+    for _ in range(2):
+        log_in("alice", "wrong")
+    response, client = log_in("alice", PASSWORD)
+
+    assert response.status_code == 302 and logged_in(client)
+
+
+@pytest.mark.services
+def test_attempts_while_locked_do_not_extend_the_lock(alice, lockout):
+    lockout.LOGIN_LOCKOUT_SECONDS = 1
+    for _ in range(3):
+        log_in("alice", "wrong")
+    assert log_in("alice", PASSWORD)[0].status_code == 429
+    assert log_in("alice", "wrong")[0].status_code == 429
+
+    # The lock is a stretch of time: only waiting it out can show it lifting.
+    time.sleep(1.2)
+    response, client = log_in("alice", PASSWORD)
+
+    assert response.status_code == 302 and logged_in(client)
+
+
+@pytest.mark.services
+def test_the_admin_login_is_throttled_too(alice, lockout):
+    alice.is_staff = True
+    alice.save()
+    for _ in range(3):
+        Client().post("/admin/login/", {"username": "alice", "password": "wrong"})
+
+    client = Client()
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "alice", "password": PASSWORD}
+    )
+
+    assert "Too many failed logins" in response.content.decode()
+    assert client.get("/admin/").status_code == 302  # still sent to the login page
