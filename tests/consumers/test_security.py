@@ -6,6 +6,8 @@ import io
 import json
 import re
 import time
+from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -253,3 +255,106 @@ def test_the_admin_login_is_throttled_too(alice, lockout):
 
     assert "Too many failed logins" in response.content.decode()
     assert client.get("/admin/").status_code == 302  # still sent to the login page
+
+
+# --- security headers -------------------------------------------------------------------------
+def csp_of(response) -> dict[str, list[str]]:
+    """The Content-Security-Policy header as {directive: sources}."""
+    policy = {}
+    for part in response["Content-Security-Policy"].split(";"):
+        name, *sources = part.split()
+        policy[name] = sources
+    return policy
+
+
+def test_pages_carry_a_strict_content_security_policy(alice):
+    client = Client()
+    client.force_login(alice)
+
+    policy = csp_of(client.get("/chat/"))
+
+    assert policy["default-src"] == ["'self'"]
+    assert policy["script-src"] == ["'self'"]
+    assert policy["style-src"] == ["'self'"]
+    assert policy["connect-src"] == ["'self'", "ws://testserver"]
+    assert policy["object-src"] == ["'none'"]
+    assert policy["base-uri"] == ["'none'"]
+    assert policy["form-action"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert not any("unsafe" in source for sources in policy.values() for source in sources)
+
+
+def test_over_https_the_policy_allows_the_secure_socket_of_the_same_host():
+    response = Client().get("/accounts/login/", secure=True, headers={"host": "localhost:8443"})
+
+    assert csp_of(response)["connect-src"] == ["'self'", "wss://localhost:8443"]
+
+
+def test_pages_cannot_be_framed_or_sniffed_and_leak_no_referrer_off_site():
+    response = Client().get("/accounts/login/")
+
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["Referrer-Policy"] == "same-origin"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert "'none'" in csp_of(response)["frame-ancestors"]
+
+
+class InlineCodeFinder(HTMLParser):
+    """Collects what a strict CSP would block: style attributes, event handler
+    attributes and executable inline scripts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = dict(attrs)
+        for name in names:
+            if name == "style" or name.startswith("on"):
+                self.found.append(f"<{tag} {name}=...>")
+        if tag == "script" and "src" not in names and names.get("type") != "application/json":
+            self.found.append("<script> without src")
+
+
+def inline_code_in(response) -> list[str]:
+    assert response.status_code in (200, 429), response.status_code
+    finder = InlineCodeFinder()
+    finder.feed(response.content.decode())
+    return finder.found
+
+
+def test_no_page_has_inline_styles_or_scripts(alice):
+    from chat.models import Conversation, Message
+
+    conversation = Conversation.objects.create(owner=alice, title="Tables")
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        status="complete",
+        content="| left | middle | right |\n|:--|:-:|--:|\n| 1 | 2 | 3 |",
+    )
+    anonymous, client = Client(), Client()
+    client.force_login(alice)
+    client.post("/accounts/tokens/", {"name": "laptop"})  # the next GET shows the new key
+
+    pages = {
+        "login": anonymous.get("/accounts/login/"),
+        "login with errors": anonymous.post("/accounts/login/", {"username": "x"}),
+        "signup with errors": anonymous.post("/accounts/signup/", {"username": "x"}),
+        "new chat": client.get("/chat/"),
+        "conversation": client.get(f"/chat/{conversation.pk}/"),
+        "tokens with a new key": client.get("/accounts/tokens/"),
+    }
+
+    assert {name: inline_code_in(page) for name, page in pages.items()} == {
+        name: [] for name in pages
+    }
+    body = pages["conversation"].content.decode()
+    assert '<th class="align-left">' in body and '<td class="align-right">' in body
+
+
+def test_the_stylesheet_aligns_table_columns_by_class():
+    css = (Path(__file__).resolve().parents[2] / "static" / "css" / "app.css").read_text()
+
+    for side in ("left", "center", "right"):
+        assert re.search(rf"\.align-{side}\s*\{{\s*text-align:\s*{side};", css), side

@@ -46,11 +46,7 @@ def cluster(fakeai_url):
     env = processes.site_env(
         fakeai_url=fakeai_url,
         database_url=f"{services.PG_URL}/{DB_NAME}",
-        extra={
-            "REDIS_URL": REDIS_URL,
-            "SECRET_KEY": processes.TEST_SECRET_KEY,
-            "OPENAI_MODEL": SLOW_MODEL,
-        },
+        extra={"REDIS_URL": REDIS_URL, "OPENAI_MODEL": SLOW_MODEL},
     )
     processes.manage("migrate", "--noinput", env=env)
     token = processes.create_user_with_token("multi", env=env)

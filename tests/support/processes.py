@@ -65,6 +65,7 @@ def fakeai(*, ttft_ms: int = 0, tps: int = 0, tokens: int = 12) -> Iterator[str]
 
 
 def site_env(*, fakeai_url: str, database_url: str, extra: dict | None = None) -> dict:
+    """The environment of a site's processes; with REDIS_URL in `extra` they share a key."""
     env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "REDIS_URL"}}
     env.update(
         {
@@ -76,6 +77,8 @@ def site_env(*, fakeai_url: str, database_url: str, extra: dict | None = None) -
         }
     )
     env.update(extra or {})
+    if env.get("REDIS_URL"):
+        env.setdefault("SECRET_KEY", TEST_SECRET_KEY)
     return env
 
 
