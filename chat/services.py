@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
-from django.utils import timezone
 
 from chat import events, persistence
 from chat.models import Conversation, Message
@@ -129,25 +127,23 @@ def _load_context(*, user, conversation_id: int) -> _Context:
     One query in the common case: it is on the time-to-first-token path.
     """
     # Newest first, capped: the prompt budget keeps far fewer than this anyway.
-    recent = list(
-        Message.objects.filter(conversation_id=conversation_id, conversation__owner=user)
-        .order_by("-created_at", "-id")
-        .values("pk", "role", "content", "status", "conversation__model")[:HISTORY_MAX_MESSAGES]
+    recent = persistence.recent_messages(
+        conversation_id=conversation_id, owner_id=user.pk, limit=HISTORY_MAX_MESSAGES
     )
     if not recent:
-        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
-        if conversation is None:
+        model = persistence.conversation_model(conversation_id=conversation_id, owner_id=user.pk)
+        if model is None:
             raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
-        return _Context(history=[], model=conversation.model)
-    streaming = [m["pk"] for m in recent if m["status"] == Message.Status.STREAMING]
+        return _Context(history=[], model=model)
+    streaming = [pk for pk, _, _, status, _ in recent if status == Message.Status.STREAMING]
     if streaming:
         raise _StillStreaming(streaming)
     history = [
-        {"role": m["role"], "content": m["content"]}
-        for m in reversed(recent)
-        if m["content"] and m["status"] in (Message.Status.COMPLETE, Message.Status.CANCELLED)
+        {"role": role, "content": content}
+        for _, role, content, status, _ in reversed(recent)
+        if content and status in (Message.Status.COMPLETE, Message.Status.CANCELLED)
     ]
-    return _Context(history=history, model=recent[0]["conversation__model"])
+    return _Context(history=history, model=recent[0][4])
 
 
 @dataclass(frozen=True)
@@ -156,6 +152,15 @@ class _Turn:
     content: str
     conversation_id: int | None
     model: str
+
+    def row(self) -> tuple[int, int | None, str, str, str]:
+        return (
+            self.user.pk,
+            self.conversation_id,
+            title_from(self.content),
+            self.content,
+            self.model,
+        )
 
 
 async def _save_turn(
@@ -178,7 +183,8 @@ def _save_turns(turns: list[_Turn]) -> list[tuple[int, int, int] | Exception]:
     """All turns in one transaction; if one is refused, each on its own savepoint."""
     try:
         with transaction.atomic():
-            return [_insert_or_refuse(turn) for turn in turns]
+            saved = persistence.insert_turns([turn.row() for turn in turns])
+        return [ids or _not_found() for ids in saved]
     except IntegrityError:
         if len(turns) == 1:
             return [_refusal(turns[0])]
@@ -187,56 +193,24 @@ def _save_turns(turns: list[_Turn]) -> list[tuple[int, int, int] | Exception]:
         for turn in turns:
             try:
                 with transaction.atomic():
-                    results.append(_insert_or_refuse(turn))
+                    results.append(persistence.insert_turns([turn.row()])[0] or _not_found())
             except IntegrityError:
                 results.append(_refusal(turn))
     return results
-
-
-def _insert_or_refuse(turn: _Turn) -> tuple[int, int, int] | wire.ProtocolError:
-    try:
-        return _insert_turn(turn)
-    except wire.ProtocolError as refused:  # raised before the turn wrote anything
-        return refused
 
 
 # Looked up per batch, so tests can make the database fail.
 _turns: GroupCommit[_Turn, tuple[int, int, int]] = GroupCommit(lambda turns: _save_turns(turns))
 
 
-def _insert_turn(turn: _Turn) -> tuple[int, int, int]:
-    conversation_id = turn.conversation_id
-    if conversation_id is None:
-        conversation_id = Conversation.objects.create(
-            owner=turn.user, title=title_from(turn.content)
-        ).pk
-    else:
-        # Bumps updated_at (the list shows recent first); titles an untitled one.
-        # The row stays locked to our commit, so it cannot vanish under the insert.
-        updated = Conversation.objects.filter(pk=conversation_id).update(
-            updated_at=timezone.now(),
-            title=Case(When(title="", then=Value(title_from(turn.content))), default=F("title")),
-        )
-        if not updated:
-            raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
-    user_message, reply = Message.objects.bulk_create(
-        [
-            Message(conversation_id=conversation_id, role=Message.Role.USER, content=turn.content),
-            Message(
-                conversation_id=conversation_id,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                model=turn.model,
-            ),
-        ]
-    )
-    return conversation_id, user_message.pk, reply.pk
+def _not_found() -> wire.ProtocolError:
+    return wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
 
 
 def _refusal(turn: _Turn) -> wire.ProtocolError:
     """Why a turn's insert broke a constraint: the conversation is gone, or busy."""
     if not Conversation.objects.filter(pk=turn.conversation_id, owner=turn.user).exists():
-        return wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
+        return _not_found()
     return wire.ProtocolError(wire.BUSY, BUSY_MESSAGE)
 
 
