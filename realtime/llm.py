@@ -86,8 +86,12 @@ def get_client() -> openai.AsyncOpenAI:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
+        # No read timeout here: aiohttp would re-arm a timer on every chunk of
+        # every stream. `stream_chat` enforces LLM_TIMEOUT_SECONDS itself.
         timeout = openai.Timeout(
-            settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS
+            None,
+            connect=settings.LLM_CONNECT_TIMEOUT_SECONDS,
+            pool=settings.LLM_TIMEOUT_SECONDS,
         )
         client = openai.AsyncOpenAI(
             api_key=settings.OPENAI_API_KEY or "fakeai-demo",
@@ -194,7 +198,8 @@ async def stream_chat(
         attempt += 1
         metrics.attempts = attempt
         try:
-            response = await _post_stream(messages, model=model, max_tokens=max_tokens)
+            async with asyncio.timeout(settings.LLM_TIMEOUT_SECONDS):
+                response = await _post_stream(messages, model=model, max_tokens=max_tokens)
         except Exception as exc:  # noqa: BLE001 - mapped, then retried or raised
             error = map_error(exc)
             if not error.retryable or attempt > settings.LLM_MAX_RETRIES:
@@ -207,8 +212,9 @@ async def stream_chat(
         break
 
     finished = False
+    idle = _IdleTimeout(settings.LLM_TIMEOUT_SECONDS, response)
     try:
-        async for line in _sse_lines(response):
+        async for line in _sse_lines(response, idle):
             chunk = _parse_sse_line(line)
             if chunk is None:
                 continue
@@ -230,8 +236,11 @@ async def stream_chat(
     except LLMError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes an LLMError
+        if idle.expired:
+            raise map_error(TimeoutError()) from exc
         raise map_error(exc) from exc
     finally:
+        idle.cancel()
         metrics.finish()
         # Closes the HTTP response: on cancel the provider sees the disconnect.
         await response.aclose()
@@ -268,10 +277,41 @@ async def _post_stream(
 _DONE = object()
 
 
-async def _sse_lines(response: httpx2.Response) -> AsyncIterator[bytes]:
+class _IdleTimeout:
+    """Closes a response that sent nothing for `timeout_s`, with one timer per period.
+
+    Each chunk only records the time; the timer, when it fires, re-arms itself
+    for what is left of the period, so a stream costs one timer every
+    `timeout_s` instead of one per chunk.
+    """
+
+    def __init__(self, timeout_s: float, response: httpx2.Response) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout_s = timeout_s
+        self._response = response
+        self.last_chunk_at = self._loop.time()
+        self.expired = False
+        self._handle = self._loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        idle_s = self._loop.time() - self.last_chunk_at
+        if idle_s < self._timeout_s:
+            self._handle = self._loop.call_later(self._timeout_s - idle_s, self._check)
+            return
+        self.expired = True
+        # The pending read then fails, and stream_chat reports a timeout.
+        self._closing = self._loop.create_task(self._response.aclose())
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+async def _sse_lines(response: httpx2.Response, idle: _IdleTimeout) -> AsyncIterator[bytes]:
     """The response's lines as bytes: no text decoding layer per chunk."""
     pending = b""
+    loop = asyncio.get_running_loop()
     async for data in response.aiter_bytes():
+        idle.last_chunk_at = loop.time()
         lines = (pending + data).split(b"\n")
         pending = lines.pop()
         for line in lines:
