@@ -27,7 +27,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import wire
+from realtime import metrics, wire
 from realtime.ratelimit import FrameRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # Client event types this socket accepts; `ping` is answered here.
     client_types: frozenset[str] = frozenset({"ping"})
+    # Names the socket's route in metrics (open sockets by route).
+    route: str = "ws"
+
+    async def __call__(self, scope, receive, send) -> None:
+        # Counted from the first event to the last, however the socket ends.
+        with metrics.OPEN_SOCKETS.labels(route=self.route).track_inprogress():
+            await super().__call__(scope, receive, send)
 
     async def websocket_connect(self, message: dict) -> None:
         self.user = self.scope.get("user")

@@ -233,3 +233,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+
+# --- Metrics (/metrics) ---------------------------------------------------------------
+# Scrapers send it as "Authorization: Bearer <token>"; empty: only staff sessions may read.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
