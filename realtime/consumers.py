@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -27,7 +28,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import metrics, wire
+from realtime import log_context, metrics, wire
 from realtime.ratelimit import FrameRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     route: str = "ws"
 
     async def __call__(self, scope, receive, send) -> None:
-        # Counted from the first event to the last, however the socket ends.
-        with metrics.OPEN_SOCKETS.labels(route=self.route).track_inprogress():
-            await super().__call__(scope, receive, send)
+        # Counted from the first event to the last, however the socket ends;
+        # its log lines (and its followers') carry its id.
+        log_context.bind(socket_id=log_context.new_id())
+        opened_at = time.monotonic()
+        try:
+            with metrics.OPEN_SOCKETS.labels(route=self.route).track_inprogress():
+                await super().__call__(scope, receive, send)
+        finally:
+            logger.info(
+                "socket closed route=%s seconds=%.1f", self.route, time.monotonic() - opened_at
+            )
 
     async def websocket_connect(self, message: dict) -> None:
         self.user = self.scope.get("user")

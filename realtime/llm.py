@@ -10,7 +10,6 @@ duplicate it. Prompt budgeting lives here too, beside the call it feeds.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import random
@@ -23,7 +22,7 @@ import httpx2
 import openai
 from django.conf import settings
 
-from realtime import wire
+from realtime import log_context, wire
 from realtime.metrics import RETRIES, STREAM_DURATION, TIME_TO_FIRST_TOKEN, TOKEN_GAP, TOKENS
 from realtime.runs import RunError
 
@@ -328,7 +327,8 @@ class EarlyStream:
 
     def __init__(self, tokens) -> None:
         self._tokens = tokens
-        self._first = asyncio.create_task(anext(tokens, None), context=contextvars.Context())
+        # Nothing of the caller's context but its log ids (see realtime.runs.start).
+        self._first = asyncio.create_task(anext(tokens, None), context=log_context.fresh_context())
 
     def __aiter__(self):
         return self._iterate()

@@ -28,7 +28,7 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import metrics, wire
+from realtime import log_context, metrics, wire
 from realtime.streams import get_streams
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,7 @@ async def start(
 
 @metrics.tracks_run_in_flight
 async def _drive(run: Run, *, abandon_when_unread: bool) -> None:
+    log_context.bind(run_id=run.key)
     watcher = asyncio.create_task(
         _watch_control(run, abandon_when_unread=abandon_when_unread),
         context=contextvars.Context(),

@@ -5,11 +5,13 @@ configuration table). With no environment at all the site runs embedded:
 SQLite, in-memory channel layer, the local fakeai demo model.
 """
 
+import logging
 import os
 import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -63,6 +65,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "realtime.log_context.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -219,13 +222,23 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 
-# --- Logging: one structured line per event, no message content at INFO --------
+# --- Logging: one line per request or reply, ids on every line, no message content at INFO
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "plain" text, or "json" for one JSON object a line (log shippers).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"ids": {"()": "realtime.log_context.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "realtime.log_context.PlainFormatter"},
+        "json": {"()": "realtime.log_context.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["ids"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
@@ -233,6 +246,8 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+# Python warnings become log lines too (JSON ones with LOG_FORMAT=json), not bare stderr text.
+logging.captureWarnings(True)
 
 # --- Metrics (/metrics) ---------------------------------------------------------------
 # Scrapers send it as "Authorization: Bearer <token>"; empty: only staff sessions may read.
