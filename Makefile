@@ -10,15 +10,30 @@ PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/14
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install run test lint format migrate chromium bench clean
+.PHONY: install lock run test lint format migrate chromium bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Installs exactly the locked versions, each checked against its hash.
+$(VENV)/.installed: requirements.lock requirements-dev.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	touch $@
 
 install: $(VENV)/.installed
+
+# Rewrites the locks from requirements.txt and requirements-dev.txt (the files
+# people edit): run it after changing a pin there, or after merging branches that
+# did. Unchanged packages keep their locked versions; LOCK_FLAGS=--upgrade moves
+# every unpinned dependency to its newest release. The application lock also
+# constrains the dev lock, so both install the same versions.
+LOCK_FLAGS ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" $(LOCK_FLAGS)
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$$(grep -E '^uv==' requirements-dev.txt)"
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 
 migrate: install
 	$(PY) manage.py migrate --noinput
