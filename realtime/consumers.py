@@ -13,6 +13,8 @@ type. What every socket gets:
 - binary frames go to `receive_binary` (refused unless overridden);
 - follower tasks (forwarding a run's stream to the socket) whose failure
   reaches the client as an `error` and the log as a traceback;
+- a `socket_id` on its log lines and a place in the open sockets gauge under
+  its `route`;
 - nothing is sent on a socket that has closed.
 """
 
@@ -45,6 +47,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     client_types: frozenset[str] = frozenset({"ping"})
     # Names the socket's route in metrics (open sockets by route).
     route: str = "ws"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        metrics.OPEN_SOCKETS.labels(route=cls.route)  # reported (as 0) before the first socket
 
     async def __call__(self, scope, receive, send) -> None:
         # Counted from the first event to the last, however the socket ends;

@@ -62,6 +62,11 @@ class Status(enum.StrEnum):
     ERROR = "error"
 
 
+# Reported as 0 from the start, so the first run of each status is seen as an increase.
+for _status in Status:
+    metrics.RUNS.labels(status=_status.value)
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a run ended: decided once, then saved and published."""

@@ -106,6 +106,23 @@ def test_a_stopped_process_keeps_its_counts_but_not_its_open_sockets(site):
     assert after.minus(before, "realtime_runs_in_flight") == 0
 
 
+def test_a_new_process_reports_every_run_status_and_the_chat_route_as_zero(site):
+    env = {k: v for k, v in site.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    printed = processes.manage(
+        "shell", "--no-imports", "-c",
+        "import realtime_site.asgi; from realtime.metrics import exposition; "
+        "print(exposition('')[0].decode())",
+        env=env,
+    )  # fmt: skip
+    samples = Samples(printed)
+
+    for status in ("complete", "cancelled", "error"):
+        assert ("realtime_runs_total", frozenset({("status", status)})) in samples.values
+        assert samples("realtime_runs_total", status=status) == 0
+    assert samples("realtime_open_sockets", route="chat") == 0
+    assert ("realtime_open_sockets", frozenset({("route", "chat")})) in samples.values
+
+
 def site_process(site: Site):
     """Another daphne of the same site, sharing the metrics directory."""
     return processes.daphne(env=site.env)
