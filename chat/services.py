@@ -304,16 +304,22 @@ class Reply:
 async def follow_reply(message_id: int, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
     """Yield (seq, event) for a reply: tokens after `after`, then its terminal event.
 
-    Adds the `progress` events a client shows. If the stream is gone (finished
-    a while ago, or its process died), the database answers.
+    Tokens that piled up while the reader was behind come as one `token`
+    frame (events.merge_tokens). Adds the `progress` events a client shows.
+    If the stream is gone (finished a while ago, or its process died), the
+    database answers.
     """
     try:
-        async for seq, event in runs.follow(stream_key(message_id), after=after):
-            if event["type"] == "token" and seq == 0:
-                yield seq, events.progress("generating", message_id=message_id)
-            elif events.is_terminal(event):
+        async for batch in runs.follow(stream_key(message_id), after=after):
+            if batch[0][0] == 0 and batch[0][1]["type"] == "token":
+                yield 0, events.progress("generating", message_id=message_id)
+            tokens = [event for _, event in batch if event["type"] == "token"]
+            if tokens:
+                yield tokens[-1]["index"], events.merge_tokens(tokens)
+            seq, last = batch[-1]
+            if events.is_terminal(last):
                 yield seq, events.progress("complete", message_id=message_id)
-            yield seq, event
+                yield seq, last
     except StreamGone:
         await _mark_interrupted(message_id)
         yield -1, stored_terminal_event(await _message(message_id))

@@ -125,6 +125,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await getattr(self, f"handle_{kind}")(event)
         except wire.ProtocolError as exc:
             await self.send_event(wire.error_from(exc))
+        except Exception:
+            # A bug or a failing dependency: the log gets the traceback, the
+            # client a clear error, and the socket stays usable.
+            logger.exception("handling a frame failed route=%s", self.scope.get("path"))
+            await self.send_event(
+                wire.error(wire.INTERNAL_ERROR, "Something went wrong on our side; try again.")
+            )
 
     def max_frame_bytes(self) -> int:
         return settings.WS_MAX_FRAME_BYTES

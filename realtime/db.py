@@ -24,8 +24,10 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +148,30 @@ class GroupCommit(Generic[T, R]):
                     done.set_exception(result)
                 else:
                     done.set_result(result)
+
+
+class ReleaseConnectionsWhileStreaming:
+    """Give the request thread's database connection back before a response streams.
+
+    Under ASGI the synchronous middleware and `request.auser()` run on the
+    request's own thread, whose connection Django returns only when the
+    response ends: for a reply streamed over SSE, that is one pooled
+    connection held for the whole answer, and a pool exhausted by a few dozen
+    streams. Streaming bodies here read the database through `on_db_pool`.
+    Place it before every middleware that may use the database (first, or
+    right after RequestIdMiddleware, which does not), so it sees the response
+    after them.
+    """
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        response = await self.get_response(request)
+        if response.streaming:
+            await sync_to_async(close_old_connections)()
+        return response

@@ -252,12 +252,14 @@ async def _watch_control(run: Run, *, abandon_when_unread: bool) -> None:
 
 
 # --- from any process ----------------------------------------------------------------
-def follow(key: str, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
-    """(seq, event) of a run after `after`, live, through its terminal event.
+def follow(key: str, *, after: int = -1) -> AsyncIterator[list[tuple[int, dict]]]:
+    """Batches of (seq, event) of a run after `after`, live, through its terminal event.
 
-    Raises realtime.streams.StreamGone if the run is unknown here or its producer died.
+    A reader that keeps up gets one event per batch; one that fell behind gets
+    its whole backlog at once (to send as one frame). Raises
+    realtime.streams.StreamGone if the run is unknown here or its producer died.
     """
-    return get_streams().read(key, after=after)
+    return get_streams().read_batches(key, after=after)
 
 
 async def is_live(key: str) -> bool:

@@ -65,7 +65,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, even one a later middleware makes, gets a request id.
     "realtime.log_context.RequestIdMiddleware",
+    "realtime.db.ReleaseConnectionsWhileStreaming",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -98,27 +100,29 @@ TEMPLATES = [
 
 # --- Database: SQLite file by default, DATABASE_URL for PostgreSQL -----------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# Replies persist from worker threads; reuse their connections instead of
-# opening one per write (PostgreSQL).
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE_SECONDS", default=60)
-# No health checks: channels closes unusable connections after a failed call,
-# and a check per call doubled the round trips to PostgreSQL under load.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# Threads for the database work of sockets and runs (realtime.db). SQLite takes
+# one writer at a time, and contending writers back off in sleeps of up to
+# 100 ms: one thread there; PostgreSQL overlaps several.
+DB_THREADS = env.int("DB_THREADS", default=1 if _SQLITE else 8)
+# Under ASGI, Django's advice: no persistent connection per thread (requests
+# run on short-lived threads); every call returns its connection at its end.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+if _SQLITE:
     # WAL + IMMEDIATE transactions: many replies persist while others read.
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+else:
+    # PostgreSQL: psycopg's pool keeps connections open between calls, per process.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=DB_THREADS + 8),
+        "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Threads for the database work of sockets and runs (realtime.db). SQLite
-# takes one writer at a time, and contending writers back off in sleeps of up
-# to 100 ms: one thread there; PostgreSQL overlaps several.
-DB_THREADS = env.int(
-    "DB_THREADS",
-    default=1 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 8,
-)
 
 # --- Channel layer and shared state: in memory by default, REDIS_URL for Redis
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -220,6 +224,8 @@ STREAM_READER_IDLE_SECONDS = env.float("STREAM_READER_IDLE_SECONDS", default=15.
 # --- Chat ---------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
+# Messages per page of a conversation; older pages load as the person scrolls up.
+CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 
 # --- Logging: one line per request or reply, ids on every line, no message content at INFO

@@ -523,6 +523,56 @@ function scrollToBottomIfStuck() {
   else ui.jump.hidden = distanceFromBottom() < STICK_THRESHOLD_PX;
 }
 
+// --- older messages ---------------------------------------------------------------------
+// The page holds the newest messages; earlier pages load as the reader nears
+// the top. The reader's place is kept: the content above them grows, and the
+// scroll offset grows by exactly as much, so nothing jumps.
+const OLDER_MESSAGES_MARGIN_PX = 400;
+const olderMessages = { loading: false, observer: null };
+
+async function loadOlderMessages() {
+  const marker = $("older-messages");
+  if (!marker || olderMessages.loading) return;
+  olderMessages.loading = true;
+  try {
+    const url = `${marker.dataset.url}?before=${encodeURIComponent(marker.dataset.before)}`;
+    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const page = await response.json();
+    const box = ui.messages;
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    const fragment = document.createRange().createContextualFragment(page.html);
+    enhanceCodeBlocks(fragment);
+    marker.after(fragment);
+    box.scrollTop = box.scrollHeight - fromBottom;
+    if (page.has_more) {
+      marker.dataset.before = page.oldest_id;
+    } else {
+      olderMessages.observer?.disconnect();
+      marker.remove();
+    }
+  } catch (error) {
+    marker.querySelector(".older-messages-label").textContent = "Could not load earlier messages. Scroll up to try again.";
+    return;
+  } finally {
+    olderMessages.loading = false;
+  }
+  // A short page leaves the marker in view, which the observer does not report again.
+  if ($("older-messages") && ui.messages.scrollTop < OLDER_MESSAGES_MARGIN_PX) loadOlderMessages();
+}
+
+function watchForOlderMessages() {
+  const marker = $("older-messages");
+  if (!marker) return;
+  olderMessages.observer = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) loadOlderMessages();
+    },
+    { root: ui.messages, rootMargin: `${OLDER_MESSAGES_MARGIN_PX}px 0px 0px 0px` },
+  );
+  olderMessages.observer.observe(marker);
+}
+
 // --- connection --------------------------------------------------------------------------
 const CONNECTION_LABELS = {
   connecting: "Connecting…",
@@ -700,6 +750,7 @@ if (streaming) {
 }
 
 scrollToBottom();
+watchForOlderMessages();
 updateControls();
 autosize();
 connect();

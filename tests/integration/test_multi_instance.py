@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -15,6 +17,7 @@ import redis
 
 from tests.support import processes, services
 from tests.support.chat_socket import recv, recv_until, ws_connect
+from tests.support.chat_tokens import assert_tokens_in_order
 
 PG_ADMIN_URL = services.PG_ADMIN_URL
 DB_NAME = services.pg_database("realtime_multi_instance_test")
@@ -32,7 +35,12 @@ def cluster(fakeai_url):
     env = processes.site_env(
         fakeai_url=fakeai_url,
         database_url=f"{services.PG_URL}/{DB_NAME}",
-        extra={"REDIS_URL": REDIS_URL, "OPENAI_MODEL": SLOW_MODEL},
+        extra={
+            "REDIS_URL": REDIS_URL,
+            "OPENAI_MODEL": SLOW_MODEL,
+            "DB_POOL_MAX_SIZE": "6",
+            "CHAT_RATE_LIMIT_PER_MINUTE": "1000",
+        },
     )
     processes.manage("migrate", "--noinput", env=env)
     token = processes.create_user_with_token("multi", env=env)
@@ -51,15 +59,14 @@ def test_reply_started_on_one_instance_resumes_on_the_other(cluster):
         while len(seen) < 5:
             seen.append(recv(ws))
 
+    after = seen[-1]["index"]
     with ws_connect(second, token) as ws:
-        ws.send(json.dumps({"type": "resume", "message_id": ack["message_id"], "after": 4}))
+        ws.send(json.dumps({"type": "resume", "message_id": ack["message_id"], "after": after}))
         rest = recv_until(ws, "complete")
 
-    tokens = [e for e in rest if e["type"] == "token"]
-    assert tokens[0]["index"] == 5
-    assert [t["index"] for t in tokens] == list(range(5, 5 + len(tokens)))
     complete = rest[-1]
-    assert complete["content"] == "".join(t["content"] for t in seen + tokens)
+    text = assert_tokens_in_order(rest, after=after, total=complete["total_tokens"])
+    assert complete["content"] == "".join(t["content"] for t in seen) + text
     assert complete["content"].startswith("Echo: switch servers (turn 1)")
 
 
@@ -87,3 +94,30 @@ def test_idle_socket_over_redis_survives_past_the_redis_client_timeout(cluster):
                 ws.recv(timeout=deadline - time.monotonic())
         ws.send(json.dumps({"type": "ping"}))
         assert recv(ws)["type"] == "pong"
+
+
+def database_connections() -> int:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        return admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (DB_NAME,)
+        ).fetchone()[0]
+
+
+def test_database_connections_stay_within_the_pools_however_many_requests(cluster):
+    # Each HTTP request runs on a thread of its own: a connection kept per
+    # thread would add one per request. Each process keeps at most its pool.
+    first, second, token = cluster
+
+    def ask(number: int) -> bytes:
+        request = urllib.request.Request(
+            (first, second)[number % 2] + "/api/chat/stream",
+            data=json.dumps({"content": f"request {number}"}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        bodies = list(pool.map(ask, range(30)))
+    assert all(b'"type":"complete"' in body for body in bodies)
+    assert database_connections() <= 2 * 6

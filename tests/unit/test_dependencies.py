@@ -25,6 +25,7 @@ USED_WITHOUT_IMPORT = {
     "channels-redis": "the channel layer backend named in settings",
     "whitenoise": "middleware named in settings",
     "psycopg": "Django's PostgreSQL driver",
+    "psycopg-pool": "the PostgreSQL connection pool Django opens (OPTIONS pool in settings)",
     "pytest-django": "pytest plugin",
     "pytest-timeout": "pytest plugin",
     "ruff": "the linter (make lint)",
