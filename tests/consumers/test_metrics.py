@@ -214,7 +214,7 @@ async def test_runs_in_flight_count_a_reply_until_it_ends(alice, settings):
 
 
 async def test_a_reply_whose_socket_closed_stays_in_flight_until_it_ends(alice, settings):
-    settings.OPENAI_MODEL = "fakeai:ttft=0,tps=100,tokens=30"
+    settings.OPENAI_MODEL = SLOW  # 1.5 s: still going when the socket has closed
     _, token = alice
     before = await scrape()
     chat = await connect(token)
