@@ -9,8 +9,14 @@ FAKEAI_PORT ?= 8001
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/14
 CHROMIUM ?= /usr/bin/chromium
+# Processes sharing Redis need one SECRET_KEY; this one is for tests only.
+TEST_SECRET_KEY ?= test-only-secret-key-of-the-services-pass-never-used-in-production
+# The production profile of docs/deploy.md (its SECRET_KEY is made up per run).
+PRODUCTION_ENV := DEBUG=false ALLOWED_HOSTS=chat.example.com \
+	CSRF_TRUSTED_ORIGINS=https://chat.example.com BEHIND_TLS_PROXY=true \
+	DATABASE_URL=postgres://app@db:5432/realtime REDIS_URL=redis://redis:6379/0
 
-.PHONY: install lock run test lint format migrate chromium bench clean
+.PHONY: install lock run test lint format migrate chromium check-deploy bench clean
 
 # Installs exactly the locked versions, each checked against its hash.
 $(VENV)/.installed: requirements.lock requirements-dev.lock
@@ -68,11 +74,17 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# Django's deployment checklist under the production profile: no warning passes.
+check-deploy: install
+	$(PRODUCTION_ENV) SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  $(PY) manage.py check --deploy --fail-level WARNING
+
 # The whole suite in the embedded mode, then the chat integration tests again
 # against PostgreSQL + Redis.
-test: install chromium lint
+test: install chromium lint check-deploy
 	$(PY) -m pytest
-	DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -m services
+	SECRET_KEY=$(TEST_SECRET_KEY) DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) \
+	  $(PY) -m pytest -m services
 
 bench: install
 	$(PY) -m bench.chat_load

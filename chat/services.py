@@ -23,7 +23,7 @@ from django.utils import timezone
 from chat import events, persistence
 from chat.models import Conversation, Message
 from realtime import llm, ratelimit, runs, wire
-from realtime.db import on_db_pool
+from realtime.db import GroupCommit, on_db_pool
 from realtime.rendering import render_markdown, render_markdown_off_loop
 from realtime.runs import Outcome, Run, Status
 from realtime.streams import StreamGone
@@ -150,46 +150,94 @@ def _load_context(*, user, conversation_id: int) -> _Context:
     return _Context(history=history, model=recent[0]["conversation__model"])
 
 
-@on_db_pool
-def _save_turn(
+@dataclass(frozen=True)
+class _Turn:
+    user: object
+    content: str
+    conversation_id: int | None
+    model: str
+
+
+async def _save_turn(
     *, user, content: str, conversation_id: int | None, model: str
 ) -> tuple[int, int, int]:
     """Save the user's message and the streaming reply: (conversation, user message, reply) ids.
 
-    The unique constraint on streaming replies makes this the real busy check:
+    Turns starting together are saved in one transaction (`_turns`). The
+    unique constraint on streaming replies makes this the real busy check:
     two messages racing into one conversation, on any processes, cannot both
     start a reply.
     """
+    return await _turns.save(
+        _Turn(user=user, content=content, conversation_id=conversation_id, model=model)
+    )
+
+
+@on_db_pool
+def _save_turns(turns: list[_Turn]) -> list[tuple[int, int, int] | Exception]:
+    """All turns in one transaction; if one is refused, each on its own savepoint."""
     try:
         with transaction.atomic():
-            if conversation_id is None:
-                conversation_id = Conversation.objects.create(
-                    owner=user, title=title_from(content)
-                ).pk
-            else:
-                # Bumps updated_at (the list shows recent first); titles an untitled one.
-                Conversation.objects.filter(pk=conversation_id).update(
-                    updated_at=timezone.now(),
-                    title=Case(When(title="", then=Value(title_from(content))), default=F("title")),
-                )
-            user_message, reply = Message.objects.bulk_create(
-                [
-                    Message(
-                        conversation_id=conversation_id, role=Message.Role.USER, content=content
-                    ),
-                    Message(
-                        conversation_id=conversation_id,
-                        role=Message.Role.ASSISTANT,
-                        status=Message.Status.STREAMING,
-                        model=model,
-                    ),
-                ]
-            )
+            return [_insert_or_refuse(turn) for turn in turns]
     except IntegrityError:
-        if not Conversation.objects.filter(pk=conversation_id, owner=user).exists():
-            raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation") from None
-        raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
+        if len(turns) == 1:
+            return [_refusal(turns[0])]
+    results: list[tuple[int, int, int] | Exception] = []
+    with transaction.atomic():
+        for turn in turns:
+            try:
+                with transaction.atomic():
+                    results.append(_insert_or_refuse(turn))
+            except IntegrityError:
+                results.append(_refusal(turn))
+    return results
+
+
+def _insert_or_refuse(turn: _Turn) -> tuple[int, int, int] | wire.ProtocolError:
+    try:
+        return _insert_turn(turn)
+    except wire.ProtocolError as refused:  # raised before the turn wrote anything
+        return refused
+
+
+# Looked up per batch, so tests can make the database fail.
+_turns: GroupCommit[_Turn, tuple[int, int, int]] = GroupCommit(lambda turns: _save_turns(turns))
+
+
+def _insert_turn(turn: _Turn) -> tuple[int, int, int]:
+    conversation_id = turn.conversation_id
+    if conversation_id is None:
+        conversation_id = Conversation.objects.create(
+            owner=turn.user, title=title_from(turn.content)
+        ).pk
+    else:
+        # Bumps updated_at (the list shows recent first); titles an untitled one.
+        # The row stays locked to our commit, so it cannot vanish under the insert.
+        updated = Conversation.objects.filter(pk=conversation_id).update(
+            updated_at=timezone.now(),
+            title=Case(When(title="", then=Value(title_from(turn.content))), default=F("title")),
+        )
+        if not updated:
+            raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
+    user_message, reply = Message.objects.bulk_create(
+        [
+            Message(conversation_id=conversation_id, role=Message.Role.USER, content=turn.content),
+            Message(
+                conversation_id=conversation_id,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                model=turn.model,
+            ),
+        ]
+    )
     return conversation_id, user_message.pk, reply.pk
+
+
+def _refusal(turn: _Turn) -> wire.ProtocolError:
+    """Why a turn's insert broke a constraint: the conversation is gone, or busy."""
+    if not Conversation.objects.filter(pk=turn.conversation_id, owner=turn.user).exists():
+        return wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
+    return wire.ProtocolError(wire.BUSY, BUSY_MESSAGE)
 
 
 class _StillStreaming(Exception):

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.auth import request_user
 from chat import events, selectors, services
 from chat.models import Conversation
-from realtime import wire
+from realtime import ratelimit, wire
 
 # --- pages ---------------------------------------------------------------------------
 
@@ -95,7 +95,11 @@ HTTP_STATUS_FOR_CODE = {
 
 
 def _error_response(exc: wire.ProtocolError) -> JsonResponse:
-    return JsonResponse(wire.error_from(exc), status=HTTP_STATUS_FOR_CODE.get(exc.code, 400))
+    response = JsonResponse(wire.error_from(exc), status=HTTP_STATUS_FOR_CODE.get(exc.code, 400))
+    if response.status_code == 429:
+        # The per-user message limit counts in one-minute windows (chat.services).
+        response["Retry-After"] = str(ratelimit.window_retry_after_s(60))
+    return response
 
 
 def _unauthorized() -> JsonResponse:

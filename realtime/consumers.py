@@ -5,7 +5,8 @@
 short: it lists its client event types and writes one `handle_<type>` per
 type. What every socket gets:
 - accept, then close 4401 for an anonymous user (a close before accept would
-  be an HTTP 403 and the client would never see the code);
+  be an HTTP 403 and the client would never see the code), and close 4401
+  later when the socket's credentials end (realtime/credentials.py);
 - flood protection: more than WS_MAX_FRAMES_PER_10S frames in 10 s is an
   `error {code: too_many_frames}` then close 4429;
 - frame validation (size, JSON, nesting, `type`) and dispatch by `type`; every
@@ -30,7 +31,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import log_context, metrics, wire
+from realtime import credentials, log_context, metrics, wire
 from realtime.ratelimit import FrameRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -70,11 +71,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.followers: dict[Any, asyncio.Task] = {}
         self.frames = FrameRateLimiter(limit=settings.WS_MAX_FRAMES_PER_10S, window_s=10)
+        self.credential_groups: list[str] = []
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        for group in self.groups:
+        self.credential_groups = credentials.groups_for(self.scope)
+        for group in [*self.credential_groups, *self.groups]:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.connect()
 
@@ -100,12 +103,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closing = True
         await self.disconnect(message["code"])
         await self.stop_followers()
-        for group in self.groups:
+        for group in [*self.credential_groups, *self.groups]:
             await self.channel_layer.group_discard(group, self.channel_name)
         raise StopConsumer()
 
     async def disconnect(self, code: int) -> None:
         """The socket is gone (followers still run): tell runs their reader left."""
+
+    async def credentials_ended(self, message: dict) -> None:
+        """Logout, password change, deactivation or a revoked token, on any process."""
+        if credentials.closes(message, self.scope):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # --- frames -------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

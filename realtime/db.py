@@ -3,9 +3,8 @@
 Every ORM call made on behalf of a socket or a run goes through `on_db_pool`:
 DB_THREADS threads (PostgreSQL overlaps several calls; SQLite has one writer
 at a time and its lock waits back off in long sleeps, so one thread there).
-Channels' `database_sync_to_async` wraps each call, so connections are closed
-or returned to the pool around it by Django's own rules: none is left open
-by a thread once its call is done.
+With PostgreSQL each call's connection goes back to psycopg's pool when the
+call ends; with SQLite these few threads keep theirs (see `_in_db_thread`).
 
 Two batched writers keep the database off the token path:
 - `PeriodicSaver`: the latest state of many items, saved in one call per
@@ -25,9 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +45,36 @@ def _db_executor() -> ThreadPoolExecutor:
 def on_db_pool(func: Callable[..., R]) -> Callable[..., Awaitable[R]]:
     """Run blocking ORM code on the database threads (DB_THREADS of them)."""
 
-    runner = None
-
+    @functools.wraps(func)
     async def call(*args: Any, **kwargs: Any) -> R:
-        nonlocal runner
-        if runner is None:  # built on first use: settings are read then, not at import
-            runner = database_sync_to_async(func, thread_sensitive=False, executor=_db_executor())
-        return await runner(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _db_executor(), functools.partial(_in_db_thread, func, args, kwargs)
+        )
 
-    return functools.wraps(func)(call)
+    return call
+
+
+def _in_db_thread(func: Callable[..., R], args: tuple, kwargs: dict) -> R:
+    """One call on a database thread, and what happens to its connection after.
+
+    With PostgreSQL's pool, the connection goes back to the pool after every
+    call. SQLite has no pool, and opening a connection (with its PRAGMAs) on
+    every call cost more than most calls: these few long-lived threads keep
+    theirs, closed only after a database error (it may have broken it).
+    """
+    try:
+        return func(*args, **kwargs)
+    except DatabaseError:
+        connections.close_all()
+        raise
+    finally:
+        if _pooled():
+            close_old_connections()
+
+
+def _pooled() -> bool:
+    return "pool" in settings.DATABASES["default"].get("OPTIONS", {})
 
 
 class PeriodicSaver(Generic[T]):

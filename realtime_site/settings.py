@@ -11,6 +11,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -38,14 +39,38 @@ def _local_secret_key() -> str:
     return path.read_text().strip()
 
 
-# Multi-instance deployments must set SECRET_KEY: every process needs the same one.
-SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
+# Shared state (channel layer, streams, rate limits) lives in Redis when set.
+REDIS_URL = env.str("REDIS_URL", default="")
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if REDIS_URL:
+        # With Redis, several processes serve one site, and each would make up its
+        # own key: sessions and CSRF tokens would work on one process only.
+        raise ImproperlyConfigured(
+            "REDIS_URL is set, so this is a multi-instance deployment: set SECRET_KEY, "
+            "the same on every process (for instance the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    SECRET_KEY = _local_secret_key()
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
-)
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+
+# --- TLS: the production profile is BEHIND_TLS_PROXY=true (docs/deploy.md) --------
+# Trust the proxy's X-Forwarded-Proto, then by default: redirect http to https,
+# send HSTS, and keep the session and CSRF cookies to https.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=BEHIND_TLS_PROXY)
+SECURE_SSL_REDIRECT = env.bool("SSL_REDIRECT", default=BEHIND_TLS_PROXY)
+# Load balancers probe the processes directly, over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=31_536_000 if BEHIND_TLS_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading is the domain owner's decision (browsers ship it; slow to undo): opt in.
+SECURE_HSTS_PRELOAD = env.bool("HSTS_PRELOAD", default=False)
+if not SECURE_HSTS_PRELOAD:
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]  # "HSTS_PRELOAD is not set"
 
 INSTALLED_APPS = [
     "daphne",
@@ -57,6 +82,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
     "realtime",
     "accounts",
     "chat",
@@ -69,6 +95,7 @@ MIDDLEWARE = [
     "realtime.log_context.RequestIdMiddleware",
     "realtime.db.ReleaseConnectionsWhileStreaming",
     "django.middleware.security.SecurityMiddleware",
+    "realtime.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -78,6 +105,25 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- Security headers ------------------------------------------------------------
+# No inline script or style anywhere (JSON data travels in json_script blocks,
+# which are not executed); the pages' own WebSocket is added per request.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
 
 ROOT_URLCONF = "realtime_site.urls"
 ASGI_APPLICATION = "realtime_site.asgi.application"
@@ -125,7 +171,6 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer and shared state: in memory by default, REDIS_URL for Redis
-REDIS_URL = env.str("REDIS_URL", default="")
 # Streams and rate limits (realtime.redis_clients): connections per pool,
 # per event loop of a process (one pool for commands, one for blocking reads). A
 # command finding them all busy waits up to REDIS_POOL_TIMEOUT_SECONDS for one.
@@ -164,6 +209,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Django's, behind the login throttle (accounts/throttle.py).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
+# Failed logins for one username (from anywhere), and from one address (for any
+# usernames), before logins there are refused; 0 disables that limit.
+LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("LOGIN_MAX_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_MAX_FAILURES_PER_ADDRESS = env.int("LOGIN_MAX_FAILURES_PER_ADDRESS", default=20)
+# The lock lifts this long after the latest failure.
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=300)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"

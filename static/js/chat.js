@@ -20,7 +20,6 @@ const CLOSE_UNAUTHENTICATED = 4401;
 const STICK_THRESHOLD_PX = 64;
 const NOTICE_MS = 6000;
 const TITLE_CHARS = 60;
-const EVENT_LOG_LIMIT = 5000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -58,12 +57,8 @@ const state = {
   resuming: false,
   lastUserText: "",
   stickToBottom: true,
+  leaving: false, // the page is navigating away (a link, a form such as Log out)
 };
-
-// Test and debugging hook: server events in arrival order (type, index, message_id).
-const eventLog = [];
-window.__chatEvents = eventLog;
-window.__chatDebug = { dropConnection: () => dropSocket() };
 
 // --- small DOM helpers -------------------------------------------------------------
 function el(tag, attrs = {}, ...children) {
@@ -340,8 +335,6 @@ function handleFrame(data) {
   } catch {
     return;
   }
-  if (eventLog.length >= EVENT_LOG_LIMIT) eventLog.splice(0, eventLog.length - EVENT_LOG_LIMIT + 1);
-  eventLog.push({ type: event.type, index: event.index, message_id: event.message_id, code: event.code, t: performance.now() });
   handlers[event.type]?.(event);
 }
 
@@ -636,6 +629,9 @@ function onClosed(code) {
   state.socket = null;
   state.connected = false;
   clearConnectionTimers();
+  // Logging out closes this session's sockets (4401) while the page is already
+  // on its way out: the navigation the person chose wins.
+  if (state.leaving) return;
   if (code === CLOSE_UNAUTHENTICATED) {
     setConnection("offline", "Logged out");
     const next = encodeURIComponent(location.pathname);
@@ -729,6 +725,14 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+window.addEventListener("beforeunload", () => {
+  state.leaving = true;
+});
+window.addEventListener("pageshow", (event) => {
+  if (!event.persisted) return;
+  state.leaving = false; // back from the back/forward cache
+  if (!state.socket) reconnectNow();
+});
 window.addEventListener("online", reconnectNow);
 window.addEventListener("offline", () => {
   if (!state.connected) setConnection("offline");

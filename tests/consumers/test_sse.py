@@ -110,6 +110,19 @@ async def test_sse_oversize_message_is_413(alice, settings):
     assert response.status_code == 413
 
 
+async def test_sse_rate_limit_is_429_with_retry_after(alice, settings):
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 1
+    _, token = alice
+    first = await post_json(AsyncClient(), {"content": "one"}, **bearer(token))
+    await read_sse(first)
+
+    refused = await post_json(AsyncClient(), {"content": "two"}, **bearer(token))
+
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+
+
 async def test_sse_cannot_post_to_someone_elses_conversation(alice):
     _, alice_token = alice
     _, bob_token = await make_user_with_token("bob")
