@@ -6,8 +6,10 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime core"
 
     def ready(self) -> None:
-        from realtime import lifecycle, llm, runs
+        from realtime import lifecycle, llm, metrics, runs
 
         lifecycle.on_shutdown("stop runs", runs.shutdown)
         # After the runs: their cleanup closes their model requests first.
         lifecycle.on_shutdown("close the model client", llm.close_client)
+        # After the runs: their end is counted before the process's gauges are dropped.
+        lifecycle.on_shutdown("forget this process's metrics", metrics.forget_this_process)

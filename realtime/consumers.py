@@ -14,6 +14,8 @@ type. What every socket gets:
 - binary frames go to `receive_binary` (refused unless overridden);
 - follower tasks (forwarding a run's stream to the socket) whose failure
   reaches the client as an `error` and the log as a traceback;
+- a `socket_id` on its log lines and a place in the open sockets gauge under
+  its `route`;
 - nothing is sent on a socket that has closed.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -28,7 +31,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import credentials, wire
+from realtime import credentials, log_context, metrics, wire
 from realtime.ratelimit import FrameRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,25 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # Client event types this socket accepts; `ping` is answered here.
     client_types: frozenset[str] = frozenset({"ping"})
+    # Names the socket's route in metrics (open sockets by route).
+    route: str = "ws"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        metrics.OPEN_SOCKETS.labels(route=cls.route)  # reported (as 0) before the first socket
+
+    async def __call__(self, scope, receive, send) -> None:
+        # Counted from the first event to the last, however the socket ends;
+        # its log lines (and its followers') carry its id.
+        log_context.bind(socket_id=log_context.new_id())
+        opened_at = time.monotonic()
+        try:
+            with metrics.OPEN_SOCKETS.labels(route=self.route).track_inprogress():
+                await super().__call__(scope, receive, send)
+        finally:
+            logger.info(
+                "socket closed route=%s seconds=%.1f", self.route, time.monotonic() - opened_at
+            )
 
     async def websocket_connect(self, message: dict) -> None:
         self.user = self.scope.get("user")

@@ -177,7 +177,9 @@ class ReleaseConnectionsWhileStreaming:
     response ends: for a reply streamed over SSE, that is one pooled
     connection held for the whole answer, and a pool exhausted by a few dozen
     streams. Streaming bodies here read the database through `on_db_pool`.
-    Place it first in MIDDLEWARE, so it sees the response last.
+    Place it before every middleware that may use the database (first, or
+    right after RequestIdMiddleware, which does not), so it sees the response
+    after them.
     """
 
     sync_capable = False

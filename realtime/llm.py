@@ -10,7 +10,6 @@ duplicate it. Prompt budgeting lives here too, beside the call it feeds.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import random
@@ -23,7 +22,8 @@ import httpx2
 import openai
 from django.conf import settings
 
-from realtime import wire
+from realtime import log_context, wire
+from realtime.metrics import RETRIES, STREAM_DURATION, TIME_TO_FIRST_TOKEN, TOKEN_GAP, TOKENS
 from realtime.runs import RunError
 
 logger = logging.getLogger(__name__)
@@ -42,16 +42,25 @@ class LatencyMetrics:
     attempts: int = 0
     started_at: float = field(default_factory=time.perf_counter, repr=False)
     _first_token_at: float | None = field(default=None, repr=False)
+    _last_token_at: float = field(default=0.0, repr=False)
 
     def mark_token(self) -> None:
+        """Called per token: keep it cheap (one histogram observation, nothing allocated)."""
         now = time.perf_counter()
         if self._first_token_at is None:
             self._first_token_at = now
             self.ttft_ms = round((now - self.started_at) * 1000, 2)
+            _observe_ttft(now - self.started_at)
+        else:
+            _observe_token_gap(now - self._last_token_at)
+        self._last_token_at = now
         self.tokens += 1
 
     def finish(self) -> None:
         now = time.perf_counter()
+        if self.total_ms is None:  # the process-wide metrics count each stream once
+            STREAM_DURATION.observe(now - self.started_at)
+            TOKENS.inc(self.tokens)
         self.total_ms = round((now - self.started_at) * 1000, 2)
         if self._first_token_at is not None and self.tokens > 1:
             streaming_s = now - self._first_token_at
@@ -62,7 +71,13 @@ class LatencyMetrics:
         data = asdict(self)
         data.pop("started_at")
         data.pop("_first_token_at")
+        data.pop("_last_token_at")
         return data
+
+
+# Bound once: these run on the per-token path.
+_observe_ttft = TIME_TO_FIRST_TOKEN.observe
+_observe_token_gap = TOKEN_GAP.observe
 
 
 class LLMError(RunError):
@@ -206,6 +221,7 @@ async def stream_chat(
                 metrics.finish()
                 raise error from exc
             wait = _backoff_seconds(attempt, error)
+            RETRIES.labels(code=error.code).inc()
             logger.warning("llm retry attempt=%s code=%s wait_s=%.2f", attempt, error.code, wait)
             await asyncio.sleep(wait)
             continue
@@ -351,7 +367,8 @@ class EarlyStream:
 
     def __init__(self, tokens) -> None:
         self._tokens = tokens
-        self._first = asyncio.create_task(anext(tokens, None), context=contextvars.Context())
+        # Nothing of the caller's context but its log ids (see realtime.runs.start).
+        self._first = asyncio.create_task(anext(tokens, None), context=log_context.fresh_context())
 
     def __aiter__(self):
         return self._iterate()

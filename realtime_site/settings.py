@@ -5,6 +5,7 @@ configuration table). With no environment at all the site runs embedded:
 SQLite, in-memory channel layer, the local fakeai demo model.
 """
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -90,6 +91,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, even one a later middleware makes, gets a request id.
+    "realtime.log_context.RequestIdMiddleware",
     "realtime.db.ReleaseConnectionsWhileStreaming",
     "django.middleware.security.SecurityMiddleware",
     "realtime.security.ContentSecurityPolicyMiddleware",
@@ -278,13 +281,23 @@ CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
 CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 
-# --- Logging: one structured line per event, no message content at INFO --------
+# --- Logging: one line per request or reply, ids on every line, no message content at INFO
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "plain" text, or "json" for one JSON object a line (log shippers).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"ids": {"()": "realtime.log_context.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "realtime.log_context.PlainFormatter"},
+        "json": {"()": "realtime.log_context.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["ids"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
@@ -292,3 +305,9 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+# Python warnings become log lines too (JSON ones with LOG_FORMAT=json), not bare stderr text.
+logging.captureWarnings(True)
+
+# --- Metrics (/metrics) ---------------------------------------------------------------
+# Scrapers send it as "Authorization: Bearer <token>"; empty: only staff sessions may read.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -107,13 +108,16 @@ def create_user_with_token(username: str, *, env: dict, password: str = "pass-Wo
 
 
 @contextmanager
-def daphne(*, env: dict, port: int | None = None) -> Iterator[str]:
-    """A real daphne process serving the site; yields http://127.0.0.1:PORT."""
+def daphne(*, env: dict, port: int | None = None, stderr: IO | None = None) -> Iterator[str]:
+    """A real daphne process serving the site; yields http://127.0.0.1:PORT.
+
+    Its log goes to `stderr` (an open file) if given, else to the test run's.
+    """
     port = port or free_port()
     process = subprocess.Popen(
         [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
          "realtime_site.asgi:application"],
-        cwd=ROOT, env=env,
+        cwd=ROOT, env=env, stderr=stderr,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     _servers[url] = process
