@@ -26,6 +26,7 @@ USED_WITHOUT_IMPORT = {
     "whitenoise": "middleware named in settings",
     "psycopg": "Django's PostgreSQL driver",
     "psycopg-pool": "the PostgreSQL connection pool Django opens (OPTIONS pool in settings)",
+    "numpy": "a required package of the product: voice audio and VAD (voice/), being built",
     "pytest-django": "pytest plugin",
     "pytest-timeout": "pytest plugin",
     "ruff": "the linter (make lint)",
