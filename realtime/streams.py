@@ -414,6 +414,7 @@ class _RedisWriter:
         self.closing: set[str] = set()
         self.live: dict[str, str] = {}
         self._overflowed: set[str] = set()
+        self._with_ttl: set[str] = set()
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -461,6 +462,7 @@ class _RedisWriter:
         self.closing.clear()
         self.live.clear()
         self._overflowed.clear()
+        self._with_ttl.clear()
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
@@ -554,15 +556,22 @@ class _RedisWriter:
                         fields["t"] = 1
                     # Entry ids follow the last event's seq, so a retried entry is refused.
                     pipe.xadd(stream_key, fields, id=f"0-{chunk[-1][0] + 1}")
-                pipe.expire(stream_key, settings.STREAM_TTL_SECONDS)
+                # A TTL once the stream exists, renewed by the heartbeat and at its
+                # end: not on every tick, where it was half of all commands.
+                if key not in self._with_ttl or key in closing:
+                    pipe.expire(stream_key, settings.STREAM_TTL_SECONDS)
                 if key in closing:
                     pipe.delete(_live_key(key))
             for key, control_channel in live.items():
                 pipe.set(_live_key(key), control_channel, ex=self._streams.LIVE_TTL_SECONDS)
+                if key in self._with_ttl:
+                    pipe.expire(_stream_key(key), settings.STREAM_TTL_SECONDS)
             results = await pipe.execute(raise_on_error=False)
         for result in results:
             if isinstance(result, Exception) and not _already_written(result):
                 raise result
+        self._with_ttl.update(batch.keys() - closing)
+        self._with_ttl -= closing
 
     def _requeue(self, batch: dict[str, list[tuple[int, dict]]]) -> None:
         for key, entries in batch.items():

@@ -163,8 +163,10 @@ if _SQLITE:
     }
 else:
     # PostgreSQL: psycopg's pool keeps connections open between calls, per process.
+    # Kept open from the start for the database threads: a burst of messages
+    # must not wait for the pool to grow one new connection at a time.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 1,
+        "min_size": DB_THREADS,
         "max_size": env.int("DB_POOL_MAX_SIZE", default=DB_THREADS + 8),
         "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0),
     }
