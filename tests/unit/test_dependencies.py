@@ -23,6 +23,7 @@ DEV_CODE = ("tests", "bench")
 USED_WITHOUT_IMPORT = {
     "daphne": "the server: python -m daphne, and INSTALLED_APPS",
     "channels-redis": "the channel layer backend named in settings",
+    "hiredis": "redis-py's C reply parser, used automatically when installed",
     "whitenoise": "middleware named in settings",
     "psycopg": "Django's PostgreSQL driver",
     "psycopg-pool": "the PostgreSQL connection pool Django opens (OPTIONS pool in settings)",
