@@ -222,8 +222,9 @@ async def stream_chat(
                 if choice.get("finish_reason") is not None:
                     finished = True
                 text = (choice.get("delta") or {}).get("content")
-                if text and "\x00" in text:
-                    text = text.replace("\x00", "")  # PostgreSQL text cannot store NUL
+                if text:
+                    # No NUL, no lone surrogate: the text is stored and sent on.
+                    text = wire.clean_text(text)
                 if text:
                     metrics.mark_token()
                     yield text
