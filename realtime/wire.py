@@ -197,7 +197,9 @@ _DIGITS = re.compile(r"-?[0-9]{1,18}")
 MAX_INT_FIELD = 2**53
 
 
-def int_field(data: dict, key: str, default: int | None = None) -> int | None:
+def int_field(
+    data: dict, key: str, default: int | None = None, *, minimum: int | None = None
+) -> int | None:
     """An optional integer field; digit strings are accepted (form posts send them)."""
     value = data.get(key, default)
     if value is None:
@@ -208,4 +210,6 @@ def int_field(data: dict, key: str, default: int | None = None) -> int | None:
         raise ProtocolError(INVALID_EVENT, f"'{key}' must be an integer")
     if abs(value) > MAX_INT_FIELD:
         raise ProtocolError(INVALID_EVENT, f"'{key}' is out of range")
+    if minimum is not None and value < minimum:
+        raise ProtocolError(INVALID_EVENT, f"'{key}' must be {minimum} or more")
     return value

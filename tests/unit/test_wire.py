@@ -111,6 +111,12 @@ def test_int_field_refuses_everything_else(value):
     assert code_of(lambda: wire.int_field({"n": value}, "n")) == "invalid_event"
 
 
+def test_int_field_minimum():
+    assert wire.int_field({"n": -1}, "n", minimum=-1) == -1
+    assert code_of(lambda: wire.int_field({"n": -2}, "n", minimum=-1)) == "invalid_event"
+    assert code_of(lambda: wire.int_field({"n": "-2"}, "n", minimum=-1)) == "invalid_event"
+
+
 def test_text_field_strips_nul_and_checks_length():
     assert wire.text_field({"c": " a\x00b "}, "c", max_chars=5) == "ab"
     assert code_of(lambda: wire.text_field({"c": "\x00 "}, "c", max_chars=5)) == "empty_content"
