@@ -13,7 +13,8 @@ type. What every socket gets:
 - binary frames go to `receive_binary` (refused unless overridden);
 - follower tasks (forwarding a run's stream to the socket) whose failure
   reaches the client as an `error` and the log as a traceback;
-- nothing is sent on a socket that has closed.
+- nothing is sent on a socket that has closed, and a send that races the
+  peer's close is dropped quietly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from autobahn.exception import Disconnected
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -35,6 +37,10 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY_FRAMES = 4429
+
+# What a send raises when it races the peer's close: an OSError by the ASGI
+# spec, autobahn's Disconnected under daphne. The disconnect event follows.
+SOCKET_GONE = (OSError, Disconnected)
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -119,8 +125,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.send_event({"type": "pong"})
 
     async def send_event(self, event: dict) -> None:
-        if not self.closing:
+        if self.closing:
+            return
+        try:
             await self.send(text_data=wire.dumps(event))
+        except SOCKET_GONE:
+            self.closing = True
 
     # --- followers -------------------------------------------------------------------
     def start_follower(self, key: Any, work: Awaitable[None], **error_fields: Any) -> None:
