@@ -17,13 +17,13 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from accounts.models import ApiToken, hash_token
-from realtime import wire
+from realtime import api_errors, wire
 
 # The only HTTP paths a bearer token opens.
 TOKEN_PATH_PREFIXES = ("/api/",)
@@ -73,10 +73,7 @@ class BearerTokenMiddleware:
         if raw is not None and request.path.startswith(TOKEN_PATH_PREFIXES):
             token = token_for(raw)
             if token is None:
-                return JsonResponse(
-                    wire.error(wire.UNAUTHORIZED, "Invalid API token", retryable=False),
-                    status=401,
-                )
+                return api_errors.error_response(wire.UNAUTHORIZED, "Invalid API token")
             request.user = token.user
             request.auser = _resolved(token.user)
             request.api_token = token

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat import events, selectors, services
 from chat.models import Conversation
-from realtime import wire
+from realtime import api_errors, wire
 
 # --- pages ---------------------------------------------------------------------------
 
@@ -61,25 +61,8 @@ def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpRespo
 
 
 # --- Server-Sent Events -----------------------------------------------------------------
-HTTP_STATUS_FOR_CODE = {
-    wire.INVALID_JSON: 400,
-    wire.INVALID_EVENT: 400,
-    wire.EMPTY_CONTENT: 400,
-    wire.TOO_LARGE: 413,
-    wire.NOT_FOUND: 404,
-    wire.BUSY: 409,
-    wire.RATE_LIMITED: 429,
-}
-
-
-def _error_response(exc: wire.ProtocolError) -> JsonResponse:
-    return JsonResponse(wire.error_from(exc), status=HTTP_STATUS_FOR_CODE.get(exc.code, 400))
-
-
 def _unauthorized() -> JsonResponse:
-    return JsonResponse(
-        wire.error(wire.UNAUTHORIZED, "Log in or send an API token", retryable=False), status=401
-    )
+    return api_errors.error_response(wire.UNAUTHORIZED, "Log in or send an API token")
 
 
 def _sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -134,7 +117,7 @@ async def stream_chat(request: HttpRequest) -> HttpResponse:
             user=user, content=event.content, conversation_id=event.conversation_id
         )
     except wire.ProtocolError as exc:
-        return _error_response(exc)
+        return api_errors.protocol_error_response(exc)
     head = [
         events.ack(
             message_id=handle.message_id,
@@ -154,12 +137,9 @@ async def resume_stream(request: HttpRequest, message_id: int) -> HttpResponse:
         return _unauthorized()
     after_raw = request.GET.get("after", request.headers.get("Last-Event-ID", "-1"))
     try:
-        after = int(after_raw)
-    except ValueError:
-        return _error_response(wire.ProtocolError(wire.INVALID_EVENT, "'after' must be an integer"))
-    try:
+        after = wire.int_field({"after": after_raw}, "after", -1, minimum=-1)
         await services.get_own_reply(user=user, message_id=message_id)
     except wire.ProtocolError as exc:
-        return _error_response(exc)
+        return api_errors.protocol_error_response(exc)
     await services.attach_reader(message_id)
     return _sse_response(_sse_reply(message_id, after=after, head=[]))

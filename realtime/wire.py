@@ -33,6 +33,10 @@ TOO_MANY_FRAMES = "too_many_frames"
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
 INTERNAL_ERROR = "internal_error"
+# HTTP only: refusals Django makes before a view runs.
+INVALID_REQUEST = "invalid_request"
+METHOD_NOT_ALLOWED = "method_not_allowed"
+CSRF_FAILED = "csrf_failed"
 
 RETRYABLE_CODES = frozenset(
     {BUSY, RATE_LIMITED, UPSTREAM_ERROR, TIMEOUT, INTERRUPTED, INTERNAL_ERROR}
