@@ -7,6 +7,12 @@ Channels' `database_sync_to_async` wraps each call, so connections are closed
 or returned to the pool around it by Django's own rules: none is left open
 by a thread once its call is done.
 
+HTTP requests under ASGI are another matter: Django runs a request's sync
+code (middleware, sync views) on a thread of its own that ends with the
+request, so `close_request_thread_connections` closes that thread's
+connections when the request finishes instead of keeping them for
+CONN_MAX_AGE in a thread nobody will use again.
+
 Two batched writers keep the database off the token path:
 - `PeriodicSaver`: the latest state of many items, saved in one call per
   interval (e.g. the partial text of every streaming reply);
@@ -26,6 +32,8 @@ from typing import Any, Generic, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.db import connections
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,18 @@ def on_db_pool(func: Callable[..., R]) -> Callable[..., Awaitable[R]]:
         return await runner(*args, **kwargs)
 
     return functools.wraps(func)(call)
+
+
+def close_request_thread_connections(sender, **kwargs) -> None:
+    """request_finished: under ASGI, close the finished request's connections.
+
+    Left open, each lingers until its thread is garbage collected: under a
+    burst of requests, dozens of idle PostgreSQL connections, past the
+    server's max_connections. (Under WSGI, and in test clients, request
+    threads are reused and keep Django's usual rules.)
+    """
+    if sender is not None and issubclass(sender, ASGIHandler):
+        connections.close_all()
 
 
 class PeriodicSaver(Generic[T]):
