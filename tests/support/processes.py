@@ -97,13 +97,17 @@ def create_user_with_token(username: str, *, env: dict, password: str = "pass-Wo
 
 
 @contextmanager
-def daphne(*, env: dict, port: int | None = None) -> Iterator[str]:
-    """A real daphne process serving the site; yields http://127.0.0.1:PORT."""
+def daphne(*, env: dict, port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
+    """A real daphne process serving the site; yields http://127.0.0.1:PORT.
+
+    With `log_path`, its stdout and stderr go to that file (tests read its log).
+    """
     port = port or free_port()
+    log = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
          "realtime_site.asgi:application"],
-        cwd=ROOT, env=env,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     _servers[url] = process
@@ -113,6 +117,8 @@ def daphne(*, env: dict, port: int | None = None) -> Iterator[str]:
     finally:
         _servers.pop(url, None)
         stop(process)
+        if log is not None:
+            log.close()
 
 
 _servers: dict[str, subprocess.Popen] = {}
@@ -121,3 +127,8 @@ _servers: dict[str, subprocess.Popen] = {}
 def pid_of(url: str) -> int:
     """The pid of the daphne serving `url` (to signal or kill it)."""
     return _servers[url].pid
+
+
+def is_running(url: str) -> bool:
+    """True while the daphne serving `url` has not exited."""
+    return _servers[url].poll() is None
