@@ -9,16 +9,37 @@ FAKEAI_PORT ?= 8001
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/14
 CHROMIUM ?= /usr/bin/chromium
+# Processes sharing Redis need one SECRET_KEY; this one is for tests only.
+TEST_SECRET_KEY ?= test-only-secret-key-of-the-services-pass-never-used-in-production
+# The production profile of docs/deploy.md (its SECRET_KEY is made up per run).
+PRODUCTION_ENV := DEBUG=false ALLOWED_HOSTS=chat.example.com \
+	CSRF_TRUSTED_ORIGINS=https://chat.example.com BEHIND_TLS_PROXY=true \
+	DATABASE_URL=postgres://app@db:5432/realtime REDIS_URL=redis://redis:6379/0
 
-.PHONY: install run test lint format migrate chromium bench clean
+.PHONY: install lock run test lint format migrate chromium check-deploy bench clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# Installs exactly the locked versions, each checked against its hash.
+$(VENV)/.installed: requirements.lock requirements-dev.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
 	touch $@
 
 install: $(VENV)/.installed
+
+# Rewrites the locks from requirements.txt and requirements-dev.txt (the files
+# people edit): run it after changing a pin there, or after merging branches that
+# did. Unchanged packages keep their locked versions; LOCK_FLAGS=--upgrade moves
+# every unpinned dependency to its newest release. The application lock also
+# constrains the dev lock, so both install the same versions.
+LOCK_FLAGS ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--custom-compile-command "make lock" $(LOCK_FLAGS)
+lock:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q "$$(grep -E '^uv==' requirements-dev.txt)"
+	$(UV_COMPILE) requirements.txt -o requirements.lock
+	$(UV_COMPILE) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -53,11 +74,17 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# Django's deployment checklist under the production profile: no warning passes.
+check-deploy: install
+	$(PRODUCTION_ENV) SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  $(PY) manage.py check --deploy --fail-level WARNING
+
 # The whole suite in the embedded mode, then the chat integration tests again
 # against PostgreSQL + Redis.
-test: install chromium lint
+test: install chromium lint check-deploy
 	$(PY) -m pytest
-	DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(PY) -m pytest -m services
+	SECRET_KEY=$(TEST_SECRET_KEY) DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) \
+	  $(PY) -m pytest -m services
 
 bench: install
 	$(PY) -m bench.chat_load

@@ -1,6 +1,10 @@
 from django.contrib import admin
 
+from accounts.forms import AdminLoginForm
 from accounts.models import ApiToken
+
+# The admin's login says why a throttled login is refused (accounts/throttle.py).
+admin.site.login_form = AdminLoginForm
 
 
 @admin.register(ApiToken)

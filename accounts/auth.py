@@ -10,12 +10,14 @@ account pages.
 from __future__ import annotations
 
 from importlib import import_module
+from inspect import iscoroutinefunction
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-from channels.auth import get_user
-from channels.db import database_sync_to_async
+from asgiref.sync import markcoroutinefunction
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
@@ -24,6 +26,7 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, hash_token
 from realtime import api_errors, wire
+from realtime.db import on_db_pool
 
 # The only HTTP paths a bearer token opens.
 TOKEN_PATH_PREFIXES = ("/api/",)
@@ -63,22 +66,63 @@ class BearerTokenMiddleware:
     """HTTP: under /api/, a bearer token authenticates the request and exempts it from CSRF.
 
     Elsewhere the header is ignored: the page sees the session (or nobody).
+    Under ASGI the token lookup runs on the database pool, so the request's
+    own thread never holds a connection while its response streams.
     """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        raw = parse_bearer(request.headers.get("Authorization"))
-        if raw is not None and request.path.startswith(TOKEN_PATH_PREFIXES):
-            token = token_for(raw)
-            if token is None:
-                return api_errors.error_response(wire.UNAUTHORIZED, "Invalid API token")
-            request.user = token.user
-            request.auser = _resolved(token.user)
-            request.api_token = token
-            request._dont_enforce_csrf_checks = True
+        if self.is_async:
+            return self._acall(request)
+        raw = _token_to_check(request)
+        if raw is not None:
+            refused = _authenticate(request, token_for(raw))
+            if refused is not None:
+                return refused
         return self.get_response(request)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        raw = _token_to_check(request)
+        if raw is not None:
+            refused = _authenticate(request, await _token_for(raw))
+            if refused is not None:
+                return refused
+        return await self.get_response(request)
+
+
+def _token_to_check(request: HttpRequest) -> str | None:
+    raw = parse_bearer(request.headers.get("Authorization"))
+    return raw if raw is not None and request.path.startswith(TOKEN_PATH_PREFIXES) else None
+
+
+def _authenticate(request: HttpRequest, token: ApiToken | None) -> HttpResponse | None:
+    """Make the token's user the request's user; a refusal if the token is not valid."""
+    if token is None:
+        return api_errors.error_response(wire.UNAUTHORIZED, "Invalid API token")
+    request.user = token.user
+    request.auser = _resolved(token.user)
+    request.api_token = token
+    request._dont_enforce_csrf_checks = True
+    return None
+
+
+async def request_user(request: HttpRequest):
+    """The request's user for async views, read on the database pool.
+
+    `request.auser()` would load the session on the request's own thread and
+    keep that thread's connection until the response ends.
+    """
+    if getattr(request, "api_token", None) is not None:
+        return request.user
+    return await _user_for_session(request.session)
 
 
 class WebSocketAuthMiddleware:
@@ -97,14 +141,24 @@ class WebSocketAuthMiddleware:
         raw = bearer_from_headers(headers)
         if raw is not None:
             # An invalid token never falls back to the session: it is anonymous.
-            token = await database_sync_to_async(token_for)(raw)
+            token = await _token_for(raw)
             user = token.user if token is not None else AnonymousUser()
             scope = dict(scope, user=user, auth_method="token", api_token_id=token and token.pk)
         else:
             session = _session_from_headers(headers)
-            user = await get_user({"session": session})
+            user = await _user_for_session(session)
             scope = dict(scope, user=user, session=session, auth_method="session")
         return await self.inner(scope, receive, send)
+
+
+# Socket-side database work runs on the core's database threads.
+_token_for = on_db_pool(token_for)
+
+
+@on_db_pool
+def _user_for_session(session):
+    """The session's user (Django checks the session's auth hash), or AnonymousUser."""
+    return get_user(SimpleNamespace(session=session))
 
 
 def _session_from_headers(headers: list[tuple[bytes, bytes]]):

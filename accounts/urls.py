@@ -11,7 +11,7 @@ urlpatterns = [
 
 # Django's auth views keep their conventional, un-namespaced names (login, logout).
 auth_urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("signup/", views.signup, name="signup"),
 ]

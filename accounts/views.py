@@ -1,20 +1,37 @@
-"""Account pages: sign up, personal API tokens."""
+"""Account pages: log in, sign up, personal API tokens."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages as flash
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from accounts.backends import RETRY_AFTER_ATTR
+from accounts.forms import LoginForm
 from accounts.services import create_api_token, revoke_api_token
 
 # The new key travels from the POST to the next GET in the session, once.
 NEW_KEY_SESSION_KEY = "accounts.new_api_key"
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login; a throttled attempt is a 429 with Retry-After and says why."""
+
+    form_class = LoginForm
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        wait = getattr(self.request, RETRY_AFTER_ATTR, 0)
+        if wait:
+            response.status_code = 429
+            response["Retry-After"] = str(wait)
+        return response
 
 
 def signup(request: HttpRequest) -> HttpResponse:
@@ -23,7 +40,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user)
         return redirect(settings.LOGIN_REDIRECT_URL)
     return render(request, "registration/signup.html", {"form": form})
 

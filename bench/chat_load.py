@@ -3,54 +3,62 @@
 Run from the repository root:
 
     python -m bench.chat_load                   # SQLite + in-memory layer, N = 1, 50, 200
-    python -m bench.chat_load --redis-postgres  # PostgreSQL `bench_chat` + Redis DB 15
+    python -m bench.chat_load --redis-postgres  # PostgreSQL `bench_chat` + Redis DB 15, 2 daphnes
+    python -m bench.chat_load --arrival steady,burst   # both arrival modes in one invocation
     python -m bench.chat_load --quick           # smoke run: N = 1, 10; 1 message each
-    python -m bench.chat_load --profile         # also py-spy each WebSocket run (if installed)
+    python -m bench.chat_load --soak 10000      # memory line: RSS of one daphne every 1,000 replies
+    python -m bench.chat_load --profile         # also py-spy daphne in each run (if installed)
     python -m bench.chat_load --db-query conn_max_age=60 --site-env REPLY_PERSIST_INTERVAL_MS=2000
                                                 # what-if: same load, changed site settings
 
-It starts its own fakeai (default TTFT 200 ms, 50 tokens/s, 50 tokens) and one
-daphne, creates users `bench-<i>` with API tokens, then for each N opens N
-WebSockets (all connected first) and has each send `--messages` messages one
-after another (the next right after the previous `complete`). With
-`--arrival steady` (the default) the users' first messages are spread evenly
-over one reply's duration, so about N replies stream at every moment; with
-`--arrival burst` all N first messages leave in the same instant (worst case).
-Every process stops by itself: per-message and per-run timeouts,
-and a cap on the whole benchmark.
+It starts its own fakeai (default TTFT 200 ms, 50 tokens/s, 50 tokens), the
+lean relay (bench/lean_relay.py) and one daphne (`--processes K` daphnes in
+Redis + PostgreSQL mode, 2 by default, sharing the database and Redis; the
+clients are dealt to them round-robin, as a load balancer would), creates
+users `bench-<i>` with API tokens, then for each N opens N WebSockets (all
+connected first) and has each send `--messages` messages one after another
+(the next right after the previous `complete`). With `--arrival steady` (the
+default) the users' first messages are spread evenly over one reply's
+duration, so about N replies stream at every moment; with `--arrival burst`
+all N first messages leave in the same instant (worst case). Every process
+stops by itself: per-message and per-run timeouts, and a cap on the whole
+benchmark.
 
 Per message the client measures, with perf_counter:
 - TTFT: send -> first `token` frame; total: send -> `complete`;
-- tokens received and tokens/s delivered ((tokens - 1) / first-to-last token);
+- tokens received (by the frames' `index`: a late reader's frame carries its
+  backlog) and tokens/s delivered (tokens after the first frame / first-to-last frame);
 - errors: `error` events, disconnects, timeouts, messages never sent.
-Per run: daphne's peak RSS (sampled every 100 ms) and CPU% (100 = one core),
-plus fakeai's and this load generator's CPU%, and aggregate tokens/s.
+Per run: each server process's peak RSS (sampled every 100 ms) and CPU%
+(100 = one core), plus fakeai's and this load generator's CPU%, and aggregate
+tokens/s.
 
-Baseline: before each WebSocket run, the same N clients stream the same
-number of replies straight from fakeai with `openai.AsyncOpenAI` (one shared
-client, max_retries=0). Its TTFT is fakeai's configured delay plus what fakeai
-and a Python client add at that concurrency on this machine.
+Two baselines run before ours at every N, with the same clients, arrivals and fakeai:
+- direct: the clients stream straight from fakeai with `openai.AsyncOpenAI`
+  (one shared client, max_retries=0): fakeai plus a Python client at that
+  concurrency on this machine;
+- lean: the same WebSocket clients against the lean relay, a separate aiohttp
+  process that relays each reply with no auth, storage or SDK: what a Python
+  relay costs at its least. The key figures are ours / lean at each TTFT
+  percentile.
 
-Reading the table: "added (a)" is client TTFT minus fakeai's configured TTFT
-(everything that is not the model: server, fakeai, client, loopback); "added
-(b)" is our percentile minus the direct baseline's percentile at the same N:
-roughly what the server alone adds. The target (at N = 200: added (b) p50 <
-5 ms, p99 < 25 ms, zero errors) is judged on (b). The breakdown table splits
-the WebSocket TTFT using the server's own upstream TTFT (from the start of
-the generation task to the first token from the openai client, reported in
-`complete.metrics`): send -> `ack` (start_reply: DB transaction, stream
-open); client TTFT minus upstream TTFT (everything outside the upstream call:
-start_reply, task start, token append, forwarding, socket, client); upstream
-TTFT minus the configured TTFT (openai client inside daphne plus fakeai). The load
-generator shares the machine's cores with daphne and fakeai: a high "load
-CPU%" means client-side queueing is inside every number, and "other
-processes" (Postgres, Redis, anything else running) shows how quiet the
-machine was. Compare runs only at similar "other processes" CPU.
+The target (at N = 200 and 50 tokens/s): our TTFT p99 within 1.3x the lean
+relay's in embedded mode and 1.6x in Redis + PostgreSQL mode, zero errors
+(client side and ERROR lines in the server logs during the runs), and tokens/s
+per stream (p50) within 5 % of the model's. "added (b)" is our percentile minus
+the direct baseline's. The breakdown table splits our TTFT with the server's
+own upstream TTFT (reported in `complete.metrics`): send -> `ack`; client TTFT
+minus upstream TTFT; upstream TTFT minus fakeai's configured TTFT. The load
+generator shares the machine's cores with the servers: a high "load CPU%"
+means client-side queueing is inside every number, and "other processes"
+(Postgres, Redis, anything else running) shows how quiet the machine was.
 
 Results: bench/results/chat_load-<UTC time>.json (every message's TTFT
-included) and chat_load-latest.json (not replaced by --quick, what-if or profiled runs); with
---profile, one py-spy file per WebSocket run (read it with
-`python -m bench.pyspy_summary FILE`); a daphne log that had errors is kept.
+included) and chat_load-latest.json (not replaced by --quick, what-if or
+profiled runs); the soak writes chat_load-soak-<UTC time>.json (and
+chat_load-soak-latest.json). With --profile, one py-spy file per run of ours
+(read it with `python -m bench.pyspy_summary FILE`); a server log that had
+errors is kept.
 """
 
 from __future__ import annotations
@@ -58,20 +66,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
-import platform
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,28 +80,48 @@ from time import perf_counter
 
 import openai
 import psutil
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.support import processes
-
-ROOT = processes.ROOT
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PYTHON = processes.PYTHON
+from bench.clients import (
+    CONNECT_CONCURRENCY,
+    CONNECT_TIMEOUT_S,
+    MessageResult,
+    Ramp,
+    direct_message,
+    direct_user,
+    ws_user,
+)
+from bench.harness import (
+    RESULTS_DIR,
+    ROOT,
+    SAMPLE_INTERVAL_S,
+    ResourceSampler,
+    Server,
+    code_version,
+    create_users,
+    fakeai_stats,
+    machine_info,
+    manage,
+    print_log_problems,
+    py_spy,
+    server_log_report,
+    site_environment,
+    start_daphnes,
+    start_fakeai,
+    start_lean_relay,
+    write_json,
+)
+from bench.soak import run_soak
+from bench.stats import fmt, fmt_ratio, pcts, ratio, rnd
 
 TARGET_USERS = 200
-TARGET_ADDED_P50_MS = 5.0
-TARGET_ADDED_P99_MS = 25.0
+TARGET_TPS = 50.0
+# Our TTFT p99 over the lean relay's, at TARGET_USERS streams of TARGET_TPS tokens/s.
+TARGET_P99_RATIO = {"ws-sqlite": 1.3, "ws-redis-pg": 1.6}
+# "Tokens/s per stream equal to the upstream's": the delivered p50 within this fraction.
+TARGET_TPS_TOLERANCE = 0.05
 
-# Fewer simultaneous handshakes than Twisted's listen backlog (50).
-CONNECT_CONCURRENCY = 25
-CONNECT_TIMEOUT_S = 30.0
-SAMPLE_INTERVAL_S = 0.1
+DIRECT, LEAN = "direct", "lean"
 PAUSE_BETWEEN_RUNS_S = 1.0
-# Token frames start with this (events.dumps: compact separators, "type" first),
-# so they are counted without json.loads.
-TOKEN_PREFIX = '{"type":"token"'
-SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly; use Markdown for code and lists."
 STAMP = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -123,7 +144,10 @@ class Params:
     profile: bool
     quick: bool
     profile_idle: bool = False
-    arrival: str = "steady"
+    arrivals: tuple[str, ...] = ("steady",)
+    processes: int = 1
+    soak: int = 0
+    soak_concurrency: int = 100
     db_query: str = ""
     site_env: dict[str, str] = field(default_factory=dict)
 
@@ -131,7 +155,12 @@ class Params:
     def mode(self) -> str:
         return "ws-redis-pg" if self.redis_postgres else "ws-sqlite"
 
-    def start_offset_s(self, user: int) -> float:
+    @property
+    def reply_s(self) -> float:
+        """How long one reply takes at fakeai's pace."""
+        return self.ttft_ms / 1000 + (self.tokens / self.tps if self.tps else 0)
+
+    def start_offset_s(self, user: int, arrival: str) -> float:
         """When this user sends its first message, after the run starts.
 
         "burst": everyone at once, the worst case (N messages in the same
@@ -139,17 +168,17 @@ class Params:
         long). "steady": first messages spread evenly over one reply's
         duration, then each next message right after `complete`, so about N
         replies stream at every moment: N concurrent streams in steady state.
-        The same offsets are used for the direct baseline.
+        Every baseline uses the same offsets.
         """
-        if self.arrival == "burst":
+        if arrival == "burst":
             return 0.0
-        reply_s = self.ttft_ms / 1000 + (self.tokens / self.tps if self.tps else 0)
-        return reply_s * random.Random(1000 + user).random()
+        return self.reply_s * random.Random(1000 + user).random()
 
-    def plan(self) -> list[int]:
-        """N of each run, in order; the largest N repeated to show run-to-run noise."""
+    def plan(self) -> list[tuple[str, int]]:
+        """(arrival, N) of each run, in order; the largest N repeated to show run-to-run noise."""
         largest = max(self.users)
-        return list(self.users) + [largest] * (self.repeat_largest - 1)
+        sizes = list(self.users) + [largest] * (self.repeat_largest - 1)
+        return [(arrival, n) for arrival in self.arrivals for n in sizes]
 
 
 def parse_args(argv: list[str] | None = None) -> Params:
@@ -159,12 +188,19 @@ def parse_args(argv: list[str] | None = None) -> Params:
     parser.add_argument("--users", default="1,50,200", help="comma-separated N of concurrent users")
     parser.add_argument("--messages", type=int, default=3, help="messages per user, sequential")
     parser.add_argument("--ttft-ms", type=float, default=200.0, help="fakeai time to first token")
-    parser.add_argument("--tps", type=float, default=50.0, help="fakeai tokens/second")
+    parser.add_argument("--tps", type=float, default=TARGET_TPS, help="fakeai tokens/second")
     parser.add_argument("--tokens", type=int, default=50, help="fakeai reply length in tokens")
     parser.add_argument(
         "--redis-postgres",
         action="store_true",
         help="PostgreSQL (database --pg-database, recreated) + Redis (--redis-url, flushed)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="daphne processes sharing the database and Redis, clients dealt round-robin "
+        "(default 2 with --redis-postgres; the embedded mode runs 1)",
     )
     parser.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--pg-database", default="bench_chat")
@@ -175,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> Params:
     parser.add_argument("--message-timeout-s", type=float, default=60.0)
     parser.add_argument("--run-timeout-s", type=float, default=180.0)
     parser.add_argument("--max-seconds", type=float, default=1500.0, help="cap on the whole run")
-    parser.add_argument("--profile", action="store_true", help="py-spy daphne in WebSocket runs")
+    parser.add_argument("--profile", action="store_true", help="py-spy daphne in runs of ours")
     parser.add_argument(
         "--profile-idle",
         action="store_true",
@@ -184,10 +220,20 @@ def parse_args(argv: list[str] | None = None) -> Params:
     parser.add_argument("--quick", action="store_true", help="smoke run: N = 1,10; 1 message")
     parser.add_argument(
         "--arrival",
-        choices=["steady", "burst"],
         default="steady",
         help="steady: first messages spread over one reply's duration (N concurrent streams); "
-        "burst: all N sent in the same instant",
+        "burst: all N sent in the same instant; steady,burst: both, one after the other",
+    )
+    parser.add_argument(
+        "--soak",
+        type=int,
+        default=0,
+        metavar="REPLIES",
+        help="instead of the load runs: this many replies through one daphne, its RSS "
+        "sampled every 1,000 (the memory line)",
+    )
+    parser.add_argument(
+        "--soak-concurrency", type=int, default=100, help="concurrent users during --soak"
     )
     parser.add_argument(
         "--db-query",
@@ -211,6 +257,14 @@ def parse_args(argv: list[str] | None = None) -> Params:
         users, messages, repeat = [1, 10], 1, 1
     if not users or min(users) < 1 or messages < 1 or repeat < 1:
         parser.error("--users, --messages and --repeat-largest must be positive")
+    arrivals = tuple(a.strip() for a in args.arrival.split(",") if a.strip())
+    if not arrivals or not set(arrivals) <= {"steady", "burst"}:
+        parser.error("--arrival takes steady, burst or steady,burst")
+    processes = args.processes or (2 if args.redis_postgres else 1)
+    if processes < 1 or (processes > 1 and not args.redis_postgres):
+        parser.error("--processes above 1 needs --redis-postgres (shared layer and streams)")
+    if args.soak < 0 or args.soak_concurrency < 1:
+        parser.error("--soak and --soak-concurrency must be positive")
     if args.pg_database != "bench_chat" and not args.pg_database.startswith("bench"):
         parser.error("--pg-database is dropped and recreated: its name must start with 'bench'")
     if args.redis_postgres and not re.search(r"/\d+$", args.redis_url):
@@ -232,429 +286,49 @@ def parse_args(argv: list[str] | None = None) -> Params:
         profile=args.profile or args.profile_idle,
         profile_idle=args.profile_idle,
         quick=args.quick,
-        arrival=args.arrival,
+        arrivals=arrivals,
+        processes=1 if args.soak else processes,
+        soak=args.soak,
+        soak_concurrency=args.soak_concurrency,
         db_query=args.db_query.lstrip("?"),
         site_env=site_env,
     )
 
 
-# --- processes --------------------------------------------------------------------
-@contextlib.contextmanager
-def spawn(args: list[str], *, env: dict, log_path: Path, ready_url: str) -> Iterator:
-    """A child process logging to a file; stopped on exit. Yields the Popen."""
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [PYTHON, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            processes.wait_for_http(ready_url, process=process, timeout_s=60)
-            yield process
-        finally:
-            processes.stop(process)
-
-
-def manage(*args: str, env: dict, timeout_s: float = 300) -> str:
-    result = subprocess.run(
-        [PYTHON, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stderr[-3000:]}")
-    return result.stdout
-
-
-USERS_SCRIPT = """
-import json
-from django.contrib.auth import get_user_model
-from django.db import transaction
-from accounts.services import create_api_token
-User = get_user_model()
-raws = []
-with transaction.atomic():
-    for i in range({count}):
-        user, _ = User.objects.get_or_create(username=f"bench-{{i}}")
-        raws.append(create_api_token(user=user, name="bench")[1])
-print(json.dumps(raws))
-"""
-
-
-def create_users(count: int, *, env: dict) -> list[str]:
-    """Users bench-0..count-1 with one new API token each, in one process."""
-    out = manage("shell", "-c", USERS_SCRIPT.format(count=count), env=env)
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def recreate_postgres(pg_url: str, database: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{pg_url}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{database}"')
-
-
-def flush_redis(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
-def fakeai_stats(base_url: str) -> dict:
-    root = base_url.removesuffix("/v1")
-    with urllib.request.urlopen(f"{root}/_fakeai/stats", timeout=5) as response:
-        return json.loads(response.read())
-
-
-def log_problems(path: Path, limit: int = 10) -> dict:
-    """ERROR lines and tracebacks in a server log, counted by exception line."""
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    errors = sum(" ERROR " in line for line in lines)
-    exceptions: Counter = Counter()
-    in_traceback = False
-    for line in lines:
-        if line.startswith("Traceback"):
-            in_traceback = True
-        elif (
-            in_traceback
-            and line
-            and not line[0].isspace()
-            and not line.startswith(("During handling", "The above exception"))
-        ):
-            exceptions[line[:300]] += 1
-            in_traceback = False
-    return {"error_lines": errors, "exceptions": dict(exceptions.most_common(limit))}
-
-
-# --- resource sampling ------------------------------------------------------------
-class ResourceSampler:
-    """Peak RSS (polled every SAMPLE_INTERVAL_S) and CPU% of processes, in a thread."""
-
-    def __init__(self, watched: dict[str, psutil.Process]) -> None:
-        self.watched = watched
-        self.peak_rss: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="sampler", daemon=True)
-
-    def __enter__(self) -> ResourceSampler:
-        self._started = time.monotonic()
-        self._cpu = {name: p.cpu_times() for name, p in self.watched.items()}
-        self._system = psutil.cpu_times()
-        self._others = self._all_cpu()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-        wall = time.monotonic() - self._started
-        self.result: dict = {"wall_s": round(wall, 3)}
-        for name, proc in self.watched.items():
-            try:
-                now = proc.cpu_times()
-            except psutil.Error:
-                continue
-            before = self._cpu[name]
-            used = (now.user - before.user) + (now.system - before.system)
-            self.result[f"{name}_cpu_percent"] = round(100 * used / wall, 1) if wall else None
-            self.result[f"{name}_peak_rss_mb"] = round(self.peak_rss.get(name, 0) / 2**20, 1)
-        system = psutil.cpu_times()
-        total = sum(system) - sum(self._system)
-        idle = (system.idle + getattr(system, "iowait", 0)) - (
-            self._system.idle + getattr(self._system, "iowait", 0)
-        )
-        busy = 100 * (1 - idle / total) if total else None
-        self.result["machine_busy_percent"] = rnd(busy, 1)
-        if busy is not None:
-            # CPU (100 = one core) used by everything else: Postgres, Redis, other work.
-            ours = sum(v for k, v in self.result.items() if k.endswith("_cpu_percent"))
-            self.result["other_cpu_percent"] = max(
-                0.0, round(busy * (os.cpu_count() or 1) - ours, 1)
-            )
-        self.result["top_other_processes"] = self._top_others(wall)
-
-    def _all_cpu(self) -> dict[int, tuple[str, float]]:
-        usage = {}
-        for proc in psutil.process_iter(["name", "cpu_times"]):
-            times = proc.info["cpu_times"]
-            if times is not None:
-                usage[proc.pid] = (proc.info["name"], times.user + times.system)
-        return usage
-
-    def _top_others(self, wall: float, count: int = 3) -> list[str]:
-        """Busiest other processes that lived through the run (short-lived ones are missed)."""
-        ours = {proc.pid for proc in self.watched.values()}
-        now = self._all_cpu()
-        deltas = [
-            (used - self._others[pid][1], name)
-            for pid, (name, used) in now.items()
-            if pid in self._others and pid not in ours
-        ]
-        deltas.sort(reverse=True)
-        return [f"{name} {100 * used / wall:.0f}%" for used, name in deltas[:count] if used > 0]
-
-    def _poll(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            self._sample()
-
-    def _sample(self) -> None:
-        for name, proc in self.watched.items():
-            try:
-                rss = proc.memory_info().rss
-            except psutil.Error:
-                continue
-            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
-
-
-@contextlib.contextmanager
-def py_spy(pid: int, output: Path, *, duration_s: float, idle: bool) -> Iterator[None]:
-    """Sample a process's Python stacks (collapsed format, per thread); on-CPU unless idle."""
-    exe = Path(PYTHON).with_name("py-spy")
-    if not exe.exists():
-        print("  (py-spy not installed: no profile)", file=sys.stderr)
-        yield
-        return
-    options = ["--rate", "100", "--nonblocking", "--threads", "--format", "raw"]
-    if idle:
-        options.append("--idle")
-    spy = subprocess.Popen(
-        [str(exe), "record", "--pid", str(pid), *options,
-         "--duration", str(int(duration_s) + 1), "--output", str(output)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    time.sleep(0.5)  # attach before the load starts
-    try:
-        yield
-    finally:
-        if spy.poll() is None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-            try:
-                spy.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                spy.kill()
-                spy.wait()
-
-
-# --- one message, one user, one run ---------------------------------------------------
-@dataclass
-class MessageResult:
-    status: str = "not_run"  # ok | error:<code> | timeout | disconnect | run_timeout | ...
-    sent: float | None = None
-    ack: float | None = None
-    first: float | None = None
-    last: float | None = None
-    done: float | None = None
-    tokens: int = 0
-    server_ttft_ms: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
-    def ttft_ms(self) -> float | None:
-        return ms(self.first - self.sent) if self.first is not None else None
-
-    @property
-    def total_ms(self) -> float | None:
-        return ms(self.done - self.sent) if self.done is not None else None
-
-    @property
-    def ack_ms(self) -> float | None:
-        return ms(self.ack - self.sent) if self.ack is not None else None
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        if self.tokens < 2 or self.last is None or self.last <= self.first:
-            return None
-        return (self.tokens - 1) / (self.last - self.first)
-
-
-def ms(seconds: float) -> float:
-    return seconds * 1000
-
-
-class Ramp:
-    """Every client reports in (connected or failed); then all start together."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.arrived = 0
-        self.all_arrived = asyncio.Event()
-        self.start = asyncio.Event()
-
-    def arrive(self) -> None:
-        self.arrived += 1
-        if self.arrived >= self.expected:
-            self.all_arrived.set()
-
-
-def prompt_for(index: int) -> str:
-    return f"Benchmark message {index + 1}: tell me something short."
-
-
-async def ws_message(ws, result: MessageResult, index: int, conversation_id, timeout_s: float):
-    """Send one message and read until its terminal event; returns the conversation id."""
-    payload = {"type": "message", "content": prompt_for(index)}
-    if conversation_id is not None:
-        payload["conversation_id"] = conversation_id
-    frame = json.dumps(payload)
-    result.status = "sent"
-    try:
-        async with asyncio.timeout(timeout_s):
-            result.sent = perf_counter()
-            await ws.send(frame)
-            while True:
-                raw = await ws.recv()
-                now = perf_counter()
-                if raw.startswith(TOKEN_PREFIX):
-                    if result.first is None:
-                        result.first = now
-                    result.last = now
-                    result.tokens += 1
-                    continue
-                event = json.loads(raw)
-                kind = event.get("type")
-                if kind == "ack":
-                    result.ack = now
-                    conversation_id = event.get("conversation_id", conversation_id)
-                elif kind == "complete":
-                    result.done = now
-                    result.server_ttft_ms = (event.get("metrics") or {}).get("ttft_ms")
-                    result.status = "ok" if result.tokens else "error:no_tokens"
-                    return conversation_id
-                elif kind in ("error", "cancelled"):
-                    result.done = now
-                    result.status = f"error:{event.get('code', kind)}"
-                    return conversation_id
-    except TimeoutError:
-        result.status = "timeout"
-    except ConnectionClosed:
-        result.status = "disconnect"
-    except asyncio.CancelledError:
-        result.status = "run_timeout"
-        raise
-    return conversation_id
-
-
-async def ws_user(
-    url: str,
-    token: str,
-    results: list[MessageResult],
-    ramp: Ramp,
-    connect_slots: asyncio.Semaphore,
-    params: Params,
-    user: int = 0,
-) -> None:
-    try:
-        async with connect_slots:
-            ws = await connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {token}"},
-                compression=None,  # keep client CPU low; daphne would negotiate it otherwise
-                ping_interval=None,  # no keepalive failures caused by a busy client loop
-                open_timeout=CONNECT_TIMEOUT_S,
-                close_timeout=2,
-                max_size=None,
-            )
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        for result in results:
-            result.status = f"connect_failed:{type(exc).__name__}"
-        ramp.arrive()
-        return
-    ramp.arrive()
-    try:
-        await ramp.start.wait()
-        await asyncio.sleep(params.start_offset_s(user))
-        conversation_id = None
-        for index, result in enumerate(results):
-            conversation_id = await ws_message(
-                ws, result, index, conversation_id, params.message_timeout_s
-            )
-            if result.status in ("timeout", "disconnect"):
-                break
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(ws.close())
-
-
-async def direct_message(
-    client: openai.AsyncOpenAI, result: MessageResult, index: int, params: Params
-) -> None:
-    result.status = "sent"
-    try:
-        async with asyncio.timeout(params.message_timeout_s):
-            result.sent = perf_counter()
-            stream = await client.chat.completions.create(
-                model="fakeai",
-                messages=[
-                    {"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": prompt_for(index)},
-                ],
-                stream=True,
-                stream_options={"include_usage": True},
-                max_completion_tokens=1024,
-            )
-            async with stream:
-                async for chunk in stream:
-                    for choice in chunk.choices:
-                        if choice.delta and choice.delta.content:
-                            now = perf_counter()
-                            if result.first is None:
-                                result.first = now
-                            result.last = now
-                            result.tokens += 1
-            result.done = perf_counter()
-            result.status = "ok" if result.tokens else "error:no_tokens"
-    except TimeoutError:
-        result.status = "timeout"
-    except openai.APIError as exc:
-        result.status = f"error:{type(exc).__name__}"
-    except asyncio.CancelledError:
-        result.status = "run_timeout"
-        raise
-
-
-async def direct_user(
-    client, results: list[MessageResult], ramp: Ramp, params: Params, user: int = 0
-) -> None:
-    ramp.arrive()
-    await ramp.start.wait()
-    await asyncio.sleep(params.start_offset_s(user))
-    for index, result in enumerate(results):
-        await direct_message(client, result, index, params)
-
-
+# --- one run ------------------------------------------------------------------------
 @dataclass
 class Run:
     mode: str
+    arrival: str
     users: int
     repeat: int
     results: list[MessageResult]
     resources: dict
     wall_s: float
     ramp_s: float
+    server_names: list[str]
     upstream_requests: int | None = None
     profile: str | None = None
-    stats: dict = field(default_factory=dict)
+
+
+MakeUser = Callable[[int, list[MessageResult], Ramp], Coroutine]
+
+
+def round_robin(user: int, servers: list[Server]) -> Server:
+    """The server a load balancer would deal this user's connection to."""
+    return servers[user % len(servers)]
 
 
 async def run_load(
     mode: str,
+    arrival: str,
     n: int,
     repeat: int,
     params: Params,
     *,
-    make_user,
+    make_user: MakeUser,
     watched: dict[str, psutil.Process],
+    server_names: list[str],
     fakeai_url: str,
     profile_pid: int | None = None,
 ) -> Run:
@@ -672,7 +346,7 @@ async def run_load(
     profile_path = None
     spy = contextlib.nullcontext()
     if profile_pid is not None:
-        profile_path = RESULTS_DIR / f"chat_load-{STAMP}-{mode}-N{n}-r{repeat}.pyspy.txt"
+        profile_path = RESULTS_DIR / f"chat_load-{STAMP}-{mode}-{arrival}-N{n}-r{repeat}.pyspy.txt"
         spy = py_spy(
             profile_pid, profile_path, duration_s=params.run_timeout_s, idle=params.profile_idle
         )
@@ -690,35 +364,35 @@ async def run_load(
             print(f"  client failed: {task.exception()!r}", file=sys.stderr)
     return Run(
         mode=mode,
+        arrival=arrival,
         users=n,
         repeat=repeat,
         results=[r for rs in per_user for r in rs],
         resources=sampler.result,
         wall_s=wall_s,
         ramp_s=ramp_s,
+        server_names=server_names,
         upstream_requests=after["requests"] - before["requests"],
         profile=str(profile_path.relative_to(ROOT)) if profile_path else None,
     )
 
 
 # --- statistics ---------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def pcts(values: list[float], qs=(50, 95, 99)) -> dict:
-    return {f"p{q}": rnd(percentile(values, q)) for q in qs}
-
-
-def rnd(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(value, digits)
+def server_resources(resources: dict, names: list[str]) -> dict:
+    """CPU% and peak RSS of the processes that served a run (none for the direct baseline)."""
+    per_process = [
+        {"name": name, **resources["processes"][name]}
+        for name in names
+        if name in resources["processes"]
+    ]
+    return {
+        "server_processes": per_process,
+        # 100 = one core; several processes add up.
+        "server_cpu_percent": rnd(sum(p["cpu_percent"] or 0 for p in per_process), 1)
+        if per_process
+        else None,
+        "server_peak_rss_mb": max((p["peak_rss_mb"] for p in per_process), default=None),
+    }
 
 
 def summarize(run: Run, params: Params) -> dict:
@@ -739,6 +413,9 @@ def summarize(run: Run, params: Params) -> dict:
         "total_ms": pcts([r.total_ms for r in ok]),
         "tokens_per_message": pcts([r.tokens for r in ok], qs=(50,))
         | {"min": min((r.tokens for r in ok), default=None)},
+        # Fewer frames than tokens: a reader that fell behind got its backlog in one frame.
+        "token_frames_per_message": pcts([r.frames for r in ok], qs=(50,))
+        | {"min": min((r.frames for r in ok), default=None)},
         "tokens_per_s_delivered": pcts(
             [v for r in ok if (v := r.tokens_per_s) is not None], qs=(5, 50)
         ),
@@ -747,10 +424,11 @@ def summarize(run: Run, params: Params) -> dict:
         "wall_s": rnd(run.wall_s, 3),
         "ramp_s": rnd(run.ramp_s, 3),
         "upstream_requests": run.upstream_requests,
+        **server_resources(run.resources, run.server_names),
         "resources": run.resources,
         "ttft_ms_samples": [rnd(t) for t in ttft],
     }
-    if run.mode != "direct":
+    if run.mode not in (DIRECT, LEAN):
         acks = [r.ack_ms for r in ok if r.ack_ms is not None]
         server = [r.server_ttft_ms for r in ok if r.server_ttft_ms is not None]
         outside = [r.ttft_ms - r.server_ttft_ms for r in ok if r.server_ttft_ms is not None]
@@ -760,8 +438,8 @@ def summarize(run: Run, params: Params) -> dict:
             "upstream_extra": pcts([t - params.ttft_ms for t in server], qs=(50, 99)),
             "server_upstream_ttft": pcts(server, qs=(50, 99)),
         }
-    # The first message of every user arrives in one burst, before any token streams;
-    # later ones arrive while other replies stream.
+    # With steady arrivals only the first messages are spread over the start; with
+    # burst arrivals every message number leaves together.
     stats["by_message_index"] = [
         {
             "index": index,
@@ -774,95 +452,138 @@ def summarize(run: Run, params: Params) -> dict:
     return stats
 
 
-def add_baseline_comparison(ws: dict, direct: dict) -> None:
-    ws["baseline_ttft_ms"] = {k: direct["ttft_ms"][k] for k in ("p50", "p95", "p99")}
-    ws["added_b_ms"] = {
-        k: rnd(ws["ttft_ms"][k] - direct["ttft_ms"][k])
-        if ws["ttft_ms"][k] is not None and direct["ttft_ms"][k] is not None
-        else None
-        for k in ("p50", "p95", "p99")
-    }
+PERCENTILES = ("p50", "p95", "p99")
 
 
-def judge(rows: list[dict], *, server_errors: int) -> dict:
-    """PASS/FAIL at N = TARGET_USERS, on (b); (a) shown for information.
+def add_comparisons(rows: list[dict]) -> None:
+    """Put the baselines beside every relay row of the same arrival, N and repeat.
 
-    "Zero errors" covers the client's view and ERROR lines in daphne's log.
+    Lean and ours get "added (b)" (minus the direct baseline); ours gets
+    "ratio_to_lean" (ours / the lean relay's TTFT), the key figures.
     """
-    judged = []
+    by_key = {(r["mode"], r["arrival"], r["users"], r["repeat"]): r for r in rows}
     for row in rows:
-        if row["mode"] == "direct" or row["users"] != TARGET_USERS:
+        if row["mode"] == DIRECT:
             continue
-        b, a = row.get("added_b_ms", {}), row["added_a_ms"]
-        passed = (
-            row["errors"] == 0
-            and b.get("p50") is not None
-            and b["p50"] < TARGET_ADDED_P50_MS
-            and b["p99"] < TARGET_ADDED_P99_MS
-        )
-        a_passed = (
-            row["errors"] == 0
-            and a["p50"] is not None
-            and a["p50"] < TARGET_ADDED_P50_MS
-            and a["p99"] < TARGET_ADDED_P99_MS
-        )
-        judged.append({"repeat": row["repeat"], "pass": passed, "pass_on_a": a_passed})
-    verdict = "NOT EVALUATED"
-    if judged:
-        passed = all(j["pass"] for j in judged) and server_errors == 0
-        verdict = "PASS" if passed else "FAIL"
-    return {
+        key = (row["arrival"], row["users"], row["repeat"])
+        direct, lean = by_key.get((DIRECT, *key)), by_key.get((LEAN, *key))
+        if direct is not None:
+            row["baseline_ttft_ms"] = {k: direct["ttft_ms"][k] for k in PERCENTILES}
+            row["added_b_ms"] = {
+                k: rnd(row["ttft_ms"][k] - direct["ttft_ms"][k])
+                if row["ttft_ms"][k] is not None and direct["ttft_ms"][k] is not None
+                else None
+                for k in PERCENTILES
+            }
+        if row["mode"] != LEAN and lean is not None:
+            row["lean_ttft_ms"] = {k: lean["ttft_ms"][k] for k in PERCENTILES}
+            row["lean_errors"] = lean["errors"]
+            row["ratio_to_lean"] = {
+                k: ratio(row["ttft_ms"][k], lean["ttft_ms"][k]) for k in PERCENTILES
+            }
+
+
+def judge(rows: list[dict], *, mode: str, tps: float, server_errors: int) -> dict:
+    """PASS/FAIL of our runs at TARGET_USERS streams of TARGET_TPS tokens/s.
+
+    Per run: zero errors, TTFT p99 / the lean relay's p99 at most the mode's
+    limit, delivered tokens/s p50 within TARGET_TPS_TOLERANCE of fakeai's
+    rate. "Zero errors" also covers ERROR lines in the server logs during the runs.
+    """
+    limit = TARGET_P99_RATIO[mode]
+    target = {
         "users": TARGET_USERS,
-        "added_p50_ms_below": TARGET_ADDED_P50_MS,
-        "added_p99_ms_below": TARGET_ADDED_P99_MS,
+        "tokens_per_s": TARGET_TPS,
+        "p99_ratio_to_lean_at_most": limit,
+        "tokens_per_s_tolerance": TARGET_TPS_TOLERANCE,
         "zero_errors": True,
         "server_log_error_lines": server_errors,
-        "judged_on": "added_b (our percentile minus the direct baseline's, same N)",
-        "runs": judged,
-        "verdict": verdict,
+        "runs": [],
+        "verdict": "NOT EVALUATED",
     }
+    if tps != TARGET_TPS:
+        target["note"] = f"fakeai streams {tps:g} tokens/s; the target is set at {TARGET_TPS:g}"
+        return target
+    for row in rows:
+        if row["mode"] != mode or row["users"] != TARGET_USERS:
+            continue
+        p99_ratio = (row.get("ratio_to_lean") or {}).get("p99")
+        delivered = row["tokens_per_s_delivered"]["p50"]
+        checks = {
+            "zero_errors": row["errors"] == 0,
+            "p99_ratio": p99_ratio is not None and p99_ratio <= limit,
+            "tokens_per_s": delivered is not None
+            and abs(delivered - tps) <= TARGET_TPS_TOLERANCE * tps,
+        }
+        target["runs"].append(
+            {
+                "arrival": row["arrival"],
+                "repeat": row["repeat"],
+                "p99_ratio": p99_ratio,
+                "tokens_per_s_p50": delivered,
+                "errors": row["errors"],
+                "checks": checks,
+                "pass": all(checks.values()),
+            }
+        )
+    if target["runs"]:
+        passed = all(run["pass"] for run in target["runs"]) and server_errors == 0
+        target["verdict"] = "PASS" if passed else "FAIL"
+    return target
 
 
-# --- output ---------------------------------------------------------------------------
-def fmt(value, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
+# --- output -------------------------------------------------------------------------
 def print_tables(rows: list[dict], target: dict, params: Params) -> None:
     head = (
         f"{'mode':<12}{'N':>5}{'msgs':>6}{'err':>5} | {'TTFT p50':>9}{'p95':>8}{'p99':>8} | "
-        f"{'add(a) p50':>11}{'p99':>8} | {'add(b) p50':>11}{'p99':>8} | "
-        f"{'tok/s p50':>10}{'agg tok/s':>10} | {'RSS MB':>7}{'CPU%':>7} | {'load CPU%':>9}"
+        f"{'add(b) p50':>11}{'p99':>8} | {'/lean p50':>10}{'p95':>7}{'p99':>7} | "
+        f"{'tok/s p50':>10}{'agg tok/s':>10} | {'CPU%':>6}{'RSS MB':>8} | {'load CPU%':>9}"
     )
     print(
         f"\nTTFT in ms; fakeai: ttft {params.ttft_ms:g} ms, {params.tps:g} tok/s, "
-        f"{params.tokens} tokens; {params.messages} message(s) per user"
+        f"{params.tokens} tokens; {params.messages} message(s) per user; ours: {params.mode} "
+        f"on {params.processes} daphne process(es)"
+        + (", clients dealt round-robin" if params.processes > 1 else "")
     )
     if params.db_query or params.site_env:
         print(f"what-if: DATABASE_URL ?{params.db_query or '-'}; site env {params.site_env or '-'}")
-    print(head)
-    print("-" * len(head))
-    for row in rows:
-        t, a, b = row["ttft_ms"], row["added_a_ms"], row.get("added_b_ms", {})
-        res = row["resources"]
-        direct = row["mode"] == "direct"
-        print(
-            f"{row['mode']:<12}{row['users']:>5}{row['messages']:>6}{row['errors']:>5} | "
-            f"{fmt(t['p50']):>9}{fmt(t['p95']):>8}{fmt(t['p99']):>8} | "
-            f"{fmt(a['p50']):>11}{fmt(a['p99']):>8} | "
-            f"{fmt(b.get('p50')):>11}{fmt(b.get('p99')):>8} | "
-            f"{fmt(row['tokens_per_s_delivered']['p50']):>10}"
-            f"{fmt(row['aggregate_tokens_per_s'], 0):>10} | "
-            f"{'-' if direct else fmt(res.get('daphne_peak_rss_mb')):>7}"
-            f"{'-' if direct else fmt(res.get('daphne_cpu_percent'), 0):>7} | "
-            f"{fmt(res.get('client_cpu_percent'), 0):>9}"
-        )
+    goal = (
+        f"target at N={target['users']}: /lean p99 <= {target['p99_ratio_to_lean_at_most']:g}x, "
+        f"err 0, tok/s p50 {target['tokens_per_s']:g} +/- "
+        f"{100 * target['tokens_per_s_tolerance']:g} %"
+    )
+    for arrival in params.arrivals:
+        print(f"\n{arrival} arrivals ({goal})")
+        print(head)
+        print("-" * len(head))
+        for row in (r for r in rows if r["arrival"] == arrival):
+            t, b, q = row["ttft_ms"], row.get("added_b_ms", {}), row.get("ratio_to_lean", {})
+            print(
+                f"{row['mode']:<12}{row['users']:>5}{row['messages']:>6}{row['errors']:>5} | "
+                f"{fmt(t['p50']):>9}{fmt(t['p95']):>8}{fmt(t['p99']):>8} | "
+                f"{fmt(b.get('p50')):>11}{fmt(b.get('p99')):>8} | "
+                f"{fmt_ratio(q.get('p50')):>10}{fmt_ratio(q.get('p95')):>7}"
+                f"{fmt_ratio(q.get('p99')):>7} | "
+                f"{fmt(row['tokens_per_s_delivered']['p50']):>10}"
+                f"{fmt(row['aggregate_tokens_per_s'], 0):>10} | "
+                f"{fmt(row['server_cpu_percent'], 0):>6}{fmt(row['server_peak_rss_mb']):>8} | "
+                f"{fmt(row['resources']['processes']['client']['cpu_percent'], 0):>9}"
+            )
+    if params.processes > 1:
+        print("\nPer daphne process (CPU% / peak RSS MB):")
+        for row in rows:
+            if row["mode"] == params.mode:
+                cells = "   ".join(
+                    f"{p['name']} {fmt(p['cpu_percent'], 0)}% / {fmt(p['peak_rss_mb'])}"
+                    for p in row["server_processes"]
+                )
+                print(f"  {row['arrival']:<7} N={row['users']:<4} r{row['repeat']}  {cells}")
     print(
-        "\nWebSocket TTFT breakdown, ms (p50 / p99): send->ack | client TTFT minus server's"
+        "\nOur TTFT breakdown, ms (p50 / p99): send->ack | client TTFT minus server's"
         " upstream TTFT | server's upstream TTFT minus fakeai's configured TTFT"
     )
     for row in rows:
-        if row["mode"] == "direct":
+        if row["mode"] != params.mode:
             continue
         bd = row["breakdown_ms"]
         parts = " | ".join(
@@ -871,8 +592,8 @@ def print_tables(rows: list[dict], target: dict, params: Params) -> None:
         )
         res = row["resources"]
         print(
-            f"  N={row['users']:<4} r{row['repeat']}  {parts}   (fakeai CPU "
-            f"{fmt(res.get('fakeai_cpu_percent'), 0)}%, other processes "
+            f"  {row['arrival']:<7} N={row['users']:<4} r{row['repeat']}  {parts}   (fakeai CPU "
+            f"{fmt(res['processes']['fakeai']['cpu_percent'], 0)}%, other processes "
             f"{fmt(res.get('other_cpu_percent'), 0)}%, run {row['wall_s']:.1f} s)"
             + (
                 f" others: {', '.join(res['top_other_processes'])}"
@@ -880,158 +601,148 @@ def print_tables(rows: list[dict], target: dict, params: Params) -> None:
                 else ""
             )
         )
-    print("\nTTFT by message number, ms (p50 / p99; the first messages arrive in one burst):")
+    print("\nTTFT by message number, ms (p50 / p99):")
     for row in rows:
         cells = "   ".join(
             f"#{m['index'] + 1} {fmt(m['ttft_ms']['p50'])} / {fmt(m['ttft_ms']['p99'])}"
             for m in row["by_message_index"]
         )
-        print(f"  {row['mode']:<12} N={row['users']:<4} r{row['repeat']}  {cells}")
+        print(
+            f"  {row['mode']:<12}{row['arrival']:<7} N={row['users']:<4} r{row['repeat']}  {cells}"
+        )
     for row in rows:
         if row["errors"]:
-            print(f"  errors {row['mode']} N={row['users']}: {row['errors_by_kind']}")
-    repeats = [r for r in rows if r["mode"] != "direct" and r["users"] == max(params.users)]
-    if len(repeats) > 1:
-        values = ", ".join(
-            f"p50 {fmt(r['ttft_ms']['p50'])} / p99 {fmt(r['ttft_ms']['p99'])}" for r in repeats
-        )
-        print(f"\nNoise, N={repeats[0]['users']} repeated: TTFT {values}")
+            print(
+                f"  errors {row['mode']} {row['arrival']} N={row['users']}: {row['errors_by_kind']}"
+            )
+    for arrival in params.arrivals:
+        repeats = [
+            r
+            for r in rows
+            if r["mode"] == params.mode
+            and r["arrival"] == arrival
+            and r["users"] == max(params.users)
+        ]
+        if len(repeats) > 1:
+            values = ", ".join(
+                f"p50 {fmt(r['ttft_ms']['p50'])} / p99 {fmt(r['ttft_ms']['p99'])} "
+                f"({fmt_ratio(r.get('ratio_to_lean', {}).get('p99'))} lean)"
+                for r in repeats
+            )
+            print(f"\nNoise, {arrival} N={repeats[0]['users']} repeated: TTFT {values}")
+    print_target(target, params)
+
+
+def print_target(target: dict, params: Params) -> None:
     print(
-        f"\nTarget at N={TARGET_USERS}: server-added (b) p50 < {TARGET_ADDED_P50_MS:g} ms, "
-        f"p99 < {TARGET_ADDED_P99_MS:g} ms, zero errors -> {target['verdict']}"
-        + "".join(
-            f"\n  r{j['repeat']}: {'PASS' if j['pass'] else 'FAIL'} "
-            f"(on (a): {'PASS' if j['pass_on_a'] else 'FAIL'})"
-            for j in target["runs"]
-        )
+        f"\nTarget at N={target['users']}, {target['tokens_per_s']:g} tok/s: our TTFT p99 <= "
+        f"{target['p99_ratio_to_lean_at_most']:g}x the lean relay's ({params.mode}), zero errors, "
+        f"tokens/s p50 within {100 * target['tokens_per_s_tolerance']:g} % of "
+        f"{params.tps:g} -> {target['verdict']}"
     )
-    if target["server_log_error_lines"]:
-        print(f"  daphne logged {target['server_log_error_lines']} ERROR lines during the runs")
-
-
-def machine_info() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_count_physical": psutil.cpu_count(logical=False),
-        "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "openai": openai.__version__,
-        "event_loop": "asyncio",
-    }
-
-
-def code_version() -> dict:
-    """The commit measured, and files changed on top of it (the code moves while we measure)."""
-
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10
+    if target.get("note"):
+        print(f"  {target['note']}")
+    for run in target["runs"]:
+        failed = [name for name, ok in run["checks"].items() if not ok]
+        print(
+            f"  {run['arrival']} r{run['repeat']}: {'PASS' if run['pass'] else 'FAIL'} "
+            f"(p99 {fmt_ratio(run['p99_ratio'])} lean, tokens/s p50 "
+            f"{fmt(run['tokens_per_s_p50'])}, errors {run['errors']})"
+            + (f" failed: {', '.join(failed)}" if failed else "")
         )
-        return result.stdout.strip()
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
-    return {"commit": git("rev-parse", "HEAD"), "changed_files": changed}
-
-
-def write_json(report: dict, *, latest: bool) -> list[Path]:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    paths = [RESULTS_DIR / f"chat_load-{STAMP}.json"]
-    if latest:
-        paths.append(RESULTS_DIR / "chat_load-latest.json")
-    text = json.dumps(report, indent=1)
-    for path in paths:
-        path.write_text(text)
-    return paths
+    if target["server_log_error_lines"]:
+        print(
+            f"  the server logs had {target['server_log_error_lines']} ERROR lines during the runs"
+        )
 
 
 # --- the whole benchmark ---------------------------------------------------------------
-
-
 async def measure(
     params: Params,
     *,
-    site_url: str,
-    fakeai_url: str,
+    daphnes: list[Server],
+    lean: Server,
+    fakeai: Server,
     tokens: list[str],
-    daphne_pid: int,
-    fakeai_pid: int,
 ) -> list[Run]:
-    ws_url = site_url.replace("http://", "ws://") + "/ws/chat/"
-    watched = {
-        "daphne": psutil.Process(daphne_pid),
-        "fakeai": psutil.Process(fakeai_pid),
-        "client": psutil.Process(),
-    }
+    """Every (arrival, N) of the plan: the direct baseline, the lean relay, then ours."""
+    fakeai_url = fakeai.url + "/v1"
+    watched = {server.name: psutil.Process(server.pid) for server in (*daphnes, lean, fakeai)}
+    watched["client"] = psutil.Process()
+    daphne_names = [server.name for server in daphnes]
     connect_slots = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    def ws_maker(i, results, ramp):
-        return ws_user(ws_url, tokens[i], results, ramp, connect_slots, params, user=i)
+    def socket_users(servers: list[Server], *, with_tokens: bool, arrival: str) -> MakeUser:
+        def make_user(i: int, results: list[MessageResult], ramp: Ramp) -> Coroutine:
+            return ws_user(
+                round_robin(i, servers).chat_socket_url,
+                tokens[i] if with_tokens else None,
+                results,
+                ramp,
+                connect_slots,
+                start_offset_s=params.start_offset_s(i, arrival),
+                timeout_s=params.message_timeout_s,
+            )
 
-    # Warm up both paths (imports, first connections, client objects); not recorded.
+        return make_user
+
+    # Warm up every path (imports, first connections, client objects); not recorded.
     warm = openai.AsyncOpenAI(base_url=fakeai_url, api_key="bench", max_retries=0)
-    await direct_message(warm, MessageResult(), 0, params)
+    await direct_message(warm, MessageResult(), 0, timeout_s=params.message_timeout_s)
     await warm.close()
-    warm_ramp = Ramp(1)
-    warm_ramp.start.set()
-    await ws_user(ws_url, tokens[0], [MessageResult()], warm_ramp, connect_slots, params)
+    for index, server in enumerate([lean, *daphnes]):
+        warm_ramp = Ramp(1)
+        warm_ramp.start.set()
+        await ws_user(
+            server.chat_socket_url,
+            None if server is lean else tokens[index % len(tokens)],
+            [MessageResult()],
+            warm_ramp,
+            connect_slots,
+            start_offset_s=0.0,
+            timeout_s=params.message_timeout_s,
+        )
 
     runs: list[Run] = []
     seen: Counter = Counter()
-    for n in params.plan():
-        seen[n] += 1
+    for arrival, n in params.plan():
+        seen[arrival, n] += 1
+        repeat = seen[arrival, n]
         client = openai.AsyncOpenAI(base_url=fakeai_url, api_key="bench", max_retries=0)
 
-        def direct_maker(i, results, ramp, client=client):
-            return direct_user(client, results, ramp, params, user=i)
-
-        print(f"N={n} r{seen[n]}: direct baseline ...", file=sys.stderr, flush=True)
-        runs.append(
-            await run_load(
-                "direct",
-                n,
-                seen[n],
-                params,
-                make_user=direct_maker,
-                watched=watched,
-                fakeai_url=fakeai_url,
+        def direct_users(i, results, ramp, client=client, arrival=arrival) -> Coroutine:
+            return direct_user(
+                client,
+                results,
+                ramp,
+                start_offset_s=params.start_offset_s(i, arrival),
+                timeout_s=params.message_timeout_s,
             )
-        )
+
+        contenders: list[tuple[str, MakeUser, list[str]]] = [
+            (DIRECT, direct_users, []),
+            (LEAN, socket_users([lean], with_tokens=False, arrival=arrival), [lean.name]),
+            (params.mode, socket_users(daphnes, with_tokens=True, arrival=arrival), daphne_names),
+        ]
+        for mode, make_user, server_names in contenders:
+            print(f"{arrival} N={n} r{repeat}: {mode} ...", file=sys.stderr, flush=True)
+            runs.append(
+                await run_load(
+                    mode,
+                    arrival,
+                    n,
+                    repeat,
+                    params,
+                    make_user=make_user,
+                    watched=watched,
+                    server_names=server_names,
+                    fakeai_url=fakeai_url,
+                    profile_pid=daphnes[0].pid if params.profile and mode == params.mode else None,
+                )
+            )
+            await asyncio.sleep(PAUSE_BETWEEN_RUNS_S)
         await client.close()
-        await asyncio.sleep(PAUSE_BETWEEN_RUNS_S)
-        print(f"N={n} r{seen[n]}: {params.mode} ...", file=sys.stderr, flush=True)
-        runs.append(
-            await run_load(
-                params.mode,
-                n,
-                seen[n],
-                params,
-                make_user=ws_maker,
-                watched=watched,
-                fakeai_url=fakeai_url,
-                profile_pid=daphne_pid if params.profile else None,
-            )
-        )
-        await asyncio.sleep(PAUSE_BETWEEN_RUNS_S)
     return runs
-
-
-def site_environment(params: Params, *, fakeai_url: str, tmp: Path) -> dict:
-    if params.redis_postgres:
-        recreate_postgres(params.pg_url, params.pg_database)
-        flush_redis(params.redis_url)
-        database_url = f"{params.pg_url}/{params.pg_database}"
-        extra = {"REDIS_URL": params.redis_url}
-    else:
-        database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
-        extra = {}
-    if params.db_query:
-        database_url += f"?{params.db_query}"
-    return processes.site_env(
-        fakeai_url=fakeai_url,
-        database_url=database_url,
-        extra={**extra, "CHAT_RATE_LIMIT_PER_MINUTE": "0", **params.site_env},
-    )
 
 
 def run_benchmark(params: Params) -> dict:
@@ -1039,78 +750,44 @@ def run_benchmark(params: Params) -> dict:
     code = code_version()
     with tempfile.TemporaryDirectory(prefix="chat_load-") as tmp_name:
         tmp = Path(tmp_name)
-        fake_port = processes.free_port()
-        fake_args = [
-            "-m",
-            "fakeai",
-            "--port",
-            str(fake_port),
-            "--ttft-ms",
-            str(params.ttft_ms),
-            "--tps",
-            str(params.tps),
-            "--tokens",
-            str(params.tokens),
-        ]
-        fakeai_url = f"http://127.0.0.1:{fake_port}/v1"
-        with spawn(
-            fake_args,
-            env=dict(os.environ),
-            log_path=tmp / "fakeai.log",
-            ready_url=f"{fakeai_url}/models",
-        ) as fake:
-            env = site_environment(params, fakeai_url=fakeai_url, tmp=tmp)
+        with contextlib.ExitStack() as stack:
+            fakeai = start_fakeai(
+                stack, log_dir=tmp, ttft_ms=params.ttft_ms, tps=params.tps, tokens=params.tokens
+            )
+            env = site_environment(
+                fakeai_url=fakeai.url + "/v1",
+                sqlite_path=tmp / "bench.sqlite3",
+                redis_postgres=params.redis_postgres,
+                pg_url=params.pg_url,
+                pg_database=params.pg_database,
+                redis_url=params.redis_url,
+                db_query=params.db_query,
+                extra=params.site_env,
+            )
             print("migrating and creating users ...", file=sys.stderr, flush=True)
             manage("migrate", "--noinput", env=env)
             tokens = create_users(max(params.users), env=env)
-            site_port = processes.free_port()
-            daphne_args = [
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(site_port),
-                "realtime_site.asgi:application",
-            ]
-            site_url = f"http://127.0.0.1:{site_port}"
-            daphne_log = tmp / "daphne.log"
-            with spawn(
-                daphne_args, env=env, log_path=daphne_log, ready_url=f"{site_url}/healthz"
-            ) as site:
-                runs = asyncio.run(
-                    asyncio.wait_for(
-                        measure(
-                            params,
-                            site_url=site_url,
-                            fakeai_url=fakeai_url,
-                            tokens=tokens,
-                            daphne_pid=site.pid,
-                            fakeai_pid=fake.pid,
-                        ),
-                        params.max_seconds,
-                    )
+            lean = start_lean_relay(stack, upstream_url=fakeai.url + "/v1", log_dir=tmp)
+            daphnes = start_daphnes(stack, params.processes, env=env, log_dir=tmp)
+            runs = asyncio.run(
+                asyncio.wait_for(
+                    measure(params, daphnes=daphnes, lean=lean, fakeai=fakeai, tokens=tokens),
+                    params.max_seconds,
                 )
-            server_log = log_problems(daphne_log)
-            if server_log["error_lines"]:
-                # Keep the evidence (first 2 MB); the temporary directory goes away.
-                kept = RESULTS_DIR / f"chat_load-{STAMP}-daphne.log"
-                RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-                with open(daphne_log, "rb") as source:
-                    kept.write_bytes(source.read(2 * 2**20))
-                server_log["log"] = str(kept.relative_to(ROOT))
-    rows, direct_by_key = [], {}
+            )
+            # What the servers log from here on is their shutdown, not the load.
+            log_ends = {s.name: s.log_path.stat().st_size for s in (*daphnes, lean)}
+        server_log = server_log_report([*daphnes, lean], log_ends, keep_prefix=f"chat_load-{STAMP}")
+    rows = []
     for run in runs:
         stats = summarize(run, params)
-        row = {"mode": run.mode, "users": run.users, "repeat": run.repeat, **stats}
+        row = {"mode": run.mode, "arrival": run.arrival, "users": run.users, "repeat": run.repeat}
+        row.update(stats)
         if run.profile:
             row["profile"] = run.profile
-        if run.mode == "direct":
-            direct_by_key[(run.users, run.repeat)] = row
-        else:
-            add_baseline_comparison(row, direct_by_key[(run.users, run.repeat)])
         rows.append(row)
-    parameters = {k: v for k, v in asdict(params).items()}
+    add_comparisons(rows)
+    parameters = dict(asdict(params))
     parameters.update(
         mode=params.mode,
         plan=params.plan(),
@@ -1126,7 +803,9 @@ def run_benchmark(params: Params) -> dict:
         "code": code,
         "parameters": parameters,
         "server_log_problems": server_log,
-        "target": judge(rows, server_errors=server_log["error_lines"]),
+        "target": judge(
+            rows, mode=params.mode, tps=params.tps, server_errors=server_log["error_lines"]
+        ),
         "runs": rows,
     }
 
@@ -1135,13 +814,15 @@ def main(argv: list[str] | None = None) -> None:
     params = parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the child processes are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if params.soak:
+        run_soak(params, stamp=STAMP)
+        return
     report = run_benchmark(params)
     print_tables(report["runs"], report["target"], params)
-    if report["server_log_problems"]["error_lines"]:
-        print(f"\ndaphne log problems: {report['server_log_problems']}")
+    print_log_problems(report["server_log_problems"])
     # Smoke, what-if and profiled runs never replace the latest standard result.
     special = params.quick or params.db_query or params.site_env or params.profile
-    paths = write_json(report, latest=not special)
+    paths = write_json(report, name="chat_load", stamp=STAMP, latest=not special)
     print(f"\nwrote {', '.join(str(p.relative_to(ROOT)) for p in paths)}")
 
 

@@ -15,6 +15,7 @@ class ChatConsumer(RealtimeConsumer):
     """One socket follows at most one reply at a time; the reply outlives the socket."""
 
     client_types = events.CLIENT_TYPES
+    route = "chat"
 
     async def connect(self) -> None:
         self.following: int | None = None

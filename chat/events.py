@@ -50,6 +50,23 @@ def token(*, content: str, index: int, timestamp: int | None = None) -> dict:
     }
 
 
+def merge_tokens(tokens: list[dict]) -> dict:
+    """One `token` frame for consecutive token events: a reader's backlog.
+
+    `index` is the last token's, so a client resumes with `after` = the index
+    it holds, exactly as with single tokens.
+    """
+    if len(tokens) == 1:
+        return tokens[0]
+    last = tokens[-1]
+    return {
+        "type": "token",
+        "content": "".join(t["content"] for t in tokens),
+        "index": last["index"],
+        "timestamp": last["timestamp"],
+    }
+
+
 def complete(*, message_id: int, content: str, html: str, total_tokens: int, metrics: dict) -> dict:
     return {
         "type": "complete",

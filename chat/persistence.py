@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
-from chat.models import Message
+from chat.models import Conversation, Message
 from realtime.db import GroupCommit, PeriodicSaver, on_db_pool
 
 
@@ -97,3 +98,90 @@ async def save_final(
             message_id,
         )
     )
+
+
+# --- starting a reply: on the time-to-first-token path ------------------------------
+# Plain SQL: compiling the ORM's queries cost more CPU than running them, on
+# the one path every message waits on.
+def recent_messages(*, conversation_id: int, owner_id: int, limit: int) -> list[tuple]:
+    """(id, role, content, status, conversation model) of the newest messages, newest first."""
+    message = connection.ops.quote_name(Message._meta.db_table)
+    conversation = connection.ops.quote_name(Conversation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT m.id, m.role, m.content, m.status, c.model FROM {message} m"
+            f" JOIN {conversation} c ON c.id = m.conversation_id"
+            " WHERE m.conversation_id = %s AND c.owner_id = %s"
+            " ORDER BY m.created_at DESC, m.id DESC LIMIT %s",
+            [conversation_id, owner_id, limit],
+        )
+        return cursor.fetchall()
+
+
+def conversation_model(*, conversation_id: int, owner_id: int) -> str | None:
+    """The conversation's model ('' for the site default), or None if it is not the owner's."""
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT model FROM {table} WHERE id = %s AND owner_id = %s",
+            [conversation_id, owner_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def insert_turns(turns: list[tuple[int, int | None, str, str, str]]) -> list[tuple | None]:
+    """Save (owner, conversation or None, title, content, model) turns in the open transaction.
+
+    Each turn gets its conversation (created, or bumped and titled if untitled),
+    its user message and a `streaming` reply. Returns per turn its
+    (conversation, user message, reply) ids, or None if its conversation is
+    gone. Raises IntegrityError if a conversation already has a streaming reply.
+    """
+    ops = connection.ops
+    now = ops.adapt_datetimefield_value(timezone.now())
+    conversations = ops.quote_name(Conversation._meta.db_table)
+    messages = ops.quote_name(Message._meta.db_table)
+    conversation_ids: list[int | None] = []
+    with connection.cursor() as cursor:
+        for owner_id, conversation_id, title, _, _ in turns:
+            if conversation_id is None:
+                cursor.execute(
+                    f"INSERT INTO {conversations} (owner_id, title, model, created_at, updated_at)"
+                    " VALUES (%s, %s, '', %s, %s) RETURNING id",
+                    [owner_id, title, now, now],
+                )
+                conversation_id = cursor.fetchone()[0]
+            else:
+                # Bumps updated_at (the list shows recent first); titles an untitled one.
+                # The row stays locked to our commit, so it cannot vanish under the insert.
+                cursor.execute(
+                    f"UPDATE {conversations} SET updated_at = %s,"
+                    " title = CASE WHEN title = '' THEN %s ELSE title END WHERE id = %s",
+                    [now, title, conversation_id],
+                )
+                if cursor.rowcount == 0:
+                    conversation_id = None
+            conversation_ids.append(conversation_id)
+        rows = []
+        for conversation_id, (_, _, _, content, model) in zip(conversation_ids, turns, strict=True):
+            if conversation_id is not None:
+                rows.append((conversation_id, Message.Role.USER.value, content, "complete", ""))
+                rows.append((conversation_id, Message.Role.ASSISTANT.value, "", "streaming", model))
+        ids: dict[tuple[int, str], int] = {}
+        if rows:
+            values = ", ".join(["(%s, %s, %s, '', %s, '', '', %s, %s, %s)"] * len(rows))
+            cursor.execute(
+                f"INSERT INTO {messages} (conversation_id, role, content, html, status,"
+                f" error_code, error_message, model, created_at, updated_at) VALUES {values}"
+                " RETURNING id, conversation_id, role",
+                [value for row in rows for value in (*row, now, now)],
+            )
+            # One streaming reply per conversation: (conversation, role) names each row.
+            ids = {(conversation_id, role): pk for pk, conversation_id, role in cursor.fetchall()}
+    return [
+        None
+        if conversation_id is None
+        else (conversation_id, ids[(conversation_id, "user")], ids[(conversation_id, "assistant")])
+        for conversation_id in conversation_ids
+    ]

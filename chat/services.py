@@ -17,13 +17,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
-from django.utils import timezone
 
 from chat import events, persistence
 from chat.models import Conversation, Message
 from realtime import llm, ratelimit, runs, wire
-from realtime.db import on_db_pool
+from realtime.db import GroupCommit, on_db_pool
 from realtime.rendering import render_markdown, render_markdown_off_loop
 from realtime.runs import Outcome, Run, Status
 from realtime.streams import StreamGone
@@ -129,67 +127,91 @@ def _load_context(*, user, conversation_id: int) -> _Context:
     One query in the common case: it is on the time-to-first-token path.
     """
     # Newest first, capped: the prompt budget keeps far fewer than this anyway.
-    recent = list(
-        Message.objects.filter(conversation_id=conversation_id, conversation__owner=user)
-        .order_by("-created_at", "-id")
-        .values("pk", "role", "content", "status", "conversation__model")[:HISTORY_MAX_MESSAGES]
+    recent = persistence.recent_messages(
+        conversation_id=conversation_id, owner_id=user.pk, limit=HISTORY_MAX_MESSAGES
     )
     if not recent:
-        conversation = Conversation.objects.filter(pk=conversation_id, owner=user).first()
-        if conversation is None:
+        model = persistence.conversation_model(conversation_id=conversation_id, owner_id=user.pk)
+        if model is None:
             raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
-        return _Context(history=[], model=conversation.model)
-    streaming = [m["pk"] for m in recent if m["status"] == Message.Status.STREAMING]
+        return _Context(history=[], model=model)
+    streaming = [pk for pk, _, _, status, _ in recent if status == Message.Status.STREAMING]
     if streaming:
         raise _StillStreaming(streaming)
     history = [
-        {"role": m["role"], "content": m["content"]}
-        for m in reversed(recent)
-        if m["content"] and m["status"] in (Message.Status.COMPLETE, Message.Status.CANCELLED)
+        {"role": role, "content": content}
+        for _, role, content, status, _ in reversed(recent)
+        if content and status in (Message.Status.COMPLETE, Message.Status.CANCELLED)
     ]
-    return _Context(history=history, model=recent[0]["conversation__model"])
+    return _Context(history=history, model=recent[0][4])
 
 
-@on_db_pool
-def _save_turn(
+@dataclass(frozen=True)
+class _Turn:
+    user: object
+    content: str
+    conversation_id: int | None
+    model: str
+
+    def row(self) -> tuple[int, int | None, str, str, str]:
+        return (
+            self.user.pk,
+            self.conversation_id,
+            title_from(self.content),
+            self.content,
+            self.model,
+        )
+
+
+async def _save_turn(
     *, user, content: str, conversation_id: int | None, model: str
 ) -> tuple[int, int, int]:
     """Save the user's message and the streaming reply: (conversation, user message, reply) ids.
 
-    The unique constraint on streaming replies makes this the real busy check:
+    Turns starting together are saved in one transaction (`_turns`). The
+    unique constraint on streaming replies makes this the real busy check:
     two messages racing into one conversation, on any processes, cannot both
     start a reply.
     """
+    return await _turns.save(
+        _Turn(user=user, content=content, conversation_id=conversation_id, model=model)
+    )
+
+
+@on_db_pool
+def _save_turns(turns: list[_Turn]) -> list[tuple[int, int, int] | Exception]:
+    """All turns in one transaction; if one is refused, each on its own savepoint."""
     try:
         with transaction.atomic():
-            if conversation_id is None:
-                conversation_id = Conversation.objects.create(
-                    owner=user, title=title_from(content)
-                ).pk
-            else:
-                # Bumps updated_at (the list shows recent first); titles an untitled one.
-                Conversation.objects.filter(pk=conversation_id).update(
-                    updated_at=timezone.now(),
-                    title=Case(When(title="", then=Value(title_from(content))), default=F("title")),
-                )
-            user_message, reply = Message.objects.bulk_create(
-                [
-                    Message(
-                        conversation_id=conversation_id, role=Message.Role.USER, content=content
-                    ),
-                    Message(
-                        conversation_id=conversation_id,
-                        role=Message.Role.ASSISTANT,
-                        status=Message.Status.STREAMING,
-                        model=model,
-                    ),
-                ]
-            )
+            saved = persistence.insert_turns([turn.row() for turn in turns])
+        return [ids or _not_found() for ids in saved]
     except IntegrityError:
-        if not Conversation.objects.filter(pk=conversation_id, owner=user).exists():
-            raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation") from None
-        raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
-    return conversation_id, user_message.pk, reply.pk
+        if len(turns) == 1:
+            return [_refusal(turns[0])]
+    results: list[tuple[int, int, int] | Exception] = []
+    with transaction.atomic():
+        for turn in turns:
+            try:
+                with transaction.atomic():
+                    results.append(persistence.insert_turns([turn.row()])[0] or _not_found())
+            except IntegrityError:
+                results.append(_refusal(turn))
+    return results
+
+
+# Looked up per batch, so tests can make the database fail.
+_turns: GroupCommit[_Turn, tuple[int, int, int]] = GroupCommit(lambda turns: _save_turns(turns))
+
+
+def _not_found() -> wire.ProtocolError:
+    return wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
+
+
+def _refusal(turn: _Turn) -> wire.ProtocolError:
+    """Why a turn's insert broke a constraint: the conversation is gone, or busy."""
+    if not Conversation.objects.filter(pk=turn.conversation_id, owner=turn.user).exists():
+        return _not_found()
+    return wire.ProtocolError(wire.BUSY, BUSY_MESSAGE)
 
 
 class _StillStreaming(Exception):
@@ -304,16 +326,22 @@ class Reply:
 async def follow_reply(message_id: int, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
     """Yield (seq, event) for a reply: tokens after `after`, then its terminal event.
 
-    Adds the `progress` events a client shows. If the stream is gone (finished
-    a while ago, or its process died), the database answers.
+    Tokens that piled up while the reader was behind come as one `token`
+    frame (events.merge_tokens). Adds the `progress` events a client shows.
+    If the stream is gone (finished a while ago, or its process died), the
+    database answers.
     """
     try:
-        async for seq, event in runs.follow(stream_key(message_id), after=after):
-            if event["type"] == "token" and seq == 0:
-                yield seq, events.progress("generating", message_id=message_id)
-            elif events.is_terminal(event):
+        async for batch in runs.follow(stream_key(message_id), after=after):
+            if batch[0][0] == 0 and batch[0][1]["type"] == "token":
+                yield 0, events.progress("generating", message_id=message_id)
+            tokens = [event for _, event in batch if event["type"] == "token"]
+            if tokens:
+                yield tokens[-1]["index"], events.merge_tokens(tokens)
+            seq, last = batch[-1]
+            if events.is_terminal(last):
                 yield seq, events.progress("complete", message_id=message_id)
-            yield seq, event
+                yield seq, last
     except StreamGone:
         await _mark_interrupted(message_id)
         yield -1, stored_terminal_event(await _message(message_id))

@@ -7,6 +7,7 @@ app_name = "chat"
 urlpatterns = [
     path("", views.chat_page, name="index"),
     path("<int:conversation_id>/", views.chat_page, name="conversation"),
+    path("<int:conversation_id>/messages/", views.older_messages, name="older"),
     path("<int:conversation_id>/delete/", views.delete_conversation, name="delete"),
     path("<int:conversation_id>/rename/", views.rename_conversation, name="rename"),
 ]

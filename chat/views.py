@@ -10,11 +10,13 @@ from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.auth import request_user
 from chat import events, selectors, services
 from chat.models import Conversation
-from realtime import api_errors, wire
+from realtime import api_errors, ratelimit, wire
 
 # --- pages ---------------------------------------------------------------------------
 
@@ -22,16 +24,17 @@ from realtime import api_errors, wire
 @login_required
 def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
     """The chat page; without an id it is a new, not yet saved conversation."""
-    conversation = None
+    conversation, page = None, selectors.MessagePage(messages=[], has_more=False)
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
+        page = selectors.message_page(conversation, before=None, limit=settings.CHAT_PAGE_MESSAGES)
     return render(
         request,
         "chat/chat.html",
         {
             "conversation": conversation,
             "conversations": selectors.conversations_for(request.user),
-            "chat_messages": selectors.messages_for_page(conversation) if conversation else [],
+            "page": page,
             "client_config": {
                 "conversationId": conversation.pk if conversation else None,
                 "wsPath": "/ws/chat/",
@@ -40,6 +43,25 @@ def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpR
             },
         },
     )
+
+
+@login_required
+@require_GET
+def older_messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """The page of messages before `?before=<message id>`, as HTML to put above the others."""
+    conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
+    before = request.GET.get("before", "")
+    if not before.isascii() or not before.isdigit():
+        return JsonResponse(
+            wire.error(wire.INVALID_EVENT, "'before' must be a message id"), status=400
+        )
+    page = selectors.message_page(
+        conversation, before=int(before), limit=settings.CHAT_PAGE_MESSAGES
+    )
+    html = render_to_string(
+        "chat/_messages.html", {"messages_page": page.messages}, request=request
+    )
+    return JsonResponse({"html": html, "has_more": page.has_more, "oldest_id": page.oldest_id})
 
 
 @login_required
@@ -61,6 +83,14 @@ def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpRespo
 
 
 # --- Server-Sent Events -----------------------------------------------------------------
+def _error_response(exc: wire.ProtocolError) -> JsonResponse:
+    response = api_errors.protocol_error_response(exc)
+    if response.status_code == 429:
+        # The per-user message limit counts in one-minute windows (chat.services).
+        response["Retry-After"] = str(ratelimit.window_retry_after_s(60))
+    return response
+
+
 def _unauthorized() -> JsonResponse:
     return api_errors.error_response(wire.UNAUTHORIZED, "Log in or send an API token")
 
@@ -108,7 +138,7 @@ def _parse_body(request: HttpRequest) -> events.ClientEvent:
 @require_POST
 async def stream_chat(request: HttpRequest) -> HttpResponse:
     """POST /api/chat/stream: send a message, receive the reply as SSE."""
-    user = await request.auser()
+    user = await request_user(request)
     if not user.is_authenticated:
         return _unauthorized()
     try:
@@ -117,7 +147,7 @@ async def stream_chat(request: HttpRequest) -> HttpResponse:
             user=user, content=event.content, conversation_id=event.conversation_id
         )
     except wire.ProtocolError as exc:
-        return api_errors.protocol_error_response(exc)
+        return _error_response(exc)
     head = [
         events.ack(
             message_id=handle.message_id,
@@ -132,7 +162,7 @@ async def stream_chat(request: HttpRequest) -> HttpResponse:
 @require_GET
 async def resume_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     """GET /api/chat/stream/<id>/: replay a reply after `after` (or Last-Event-ID)."""
-    user = await request.auser()
+    user = await request_user(request)
     if not user.is_authenticated:
         return _unauthorized()
     after_raw = request.GET.get("after", request.headers.get("Last-Event-ID", "-1"))
@@ -140,6 +170,6 @@ async def resume_stream(request: HttpRequest, message_id: int) -> HttpResponse:
         after = wire.int_field({"after": after_raw}, "after", -1, minimum=-1)
         await services.get_own_reply(user=user, message_id=message_id)
     except wire.ProtocolError as exc:
-        return api_errors.protocol_error_response(exc)
+        return _error_response(exc)
     await services.attach_reader(message_id)
     return _sse_response(_sse_reply(message_id, after=after, head=[]))

@@ -50,8 +50,10 @@ _CODE_FOR_STATUS = {
     413: (wire.TOO_LARGE, "The request body is too large."),
     429: (wire.RATE_LIMITED, "Too many requests; slow down."),
 }
-# Headers of the replaced response that still tell the client something.
-_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+# Headers that describe the replaced body, not the response.
+_BODY_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "content-language"}
+)
 
 
 def is_api_request(request: HttpRequest) -> bool:
@@ -85,8 +87,8 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponseBase:
 class JsonApiErrorsMiddleware:
     """Turns every non-JSON error response under /api/ into a JSON `error`.
 
-    First in MIDDLEWARE, so it sees what every other middleware and Django's
-    own exception handling answered. An unhandled exception has already been
+    Near the top of MIDDLEWARE, so it sees what every other middleware and
+    Django's own exception handling answered. An unhandled exception has already been
     logged with its traceback by Django when it gets here; the client gets
     `internal_error` and no traceback.
     """
@@ -134,9 +136,12 @@ class JsonApiErrorsMiddleware:
         replacement = error_response(
             *self._code_and_message(request, response), status=response.status_code
         )
-        for header in _KEPT_HEADERS:
-            if header in response:
-                replacement[header] = response[header]
+        # Everything but the body's own headers still holds (Allow, Retry-After,
+        # the security headers the layers inside added) and so do cookies.
+        for header, value in response.items():
+            if header.lower() not in _BODY_HEADERS:
+                replacement[header] = value
+        replacement.cookies = response.cookies
         # Django logs each error response once; the replacement was logged as the original.
         if getattr(response, "_has_been_logged", False):
             replacement._has_been_logged = True

@@ -6,9 +6,10 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime core"
 
     def ready(self) -> None:
-        from django.core.signals import request_finished
-
-        from realtime import db, lifecycle, runs
+        from realtime import lifecycle, llm, metrics, runs
 
         lifecycle.on_shutdown("stop runs", runs.shutdown)
-        request_finished.connect(db.close_request_thread_connections)
+        # After the runs: their cleanup closes their model requests first.
+        lifecycle.on_shutdown("close the model client", llm.close_client)
+        # After the runs: their end is counted before the process's gauges are dropped.
+        lifecycle.on_shutdown("forget this process's metrics", metrics.forget_this_process)

@@ -5,7 +5,8 @@
 short: it lists its client event types and writes one `handle_<type>` per
 type. What every socket gets:
 - accept, then close 4401 for an anonymous user (a close before accept would
-  be an HTTP 403 and the client would never see the code);
+  be an HTTP 403 and the client would never see the code), and close 4401
+  later when the socket's credentials end (realtime/credentials.py);
 - flood protection: more than WS_MAX_FRAMES_PER_10S frames in 10 s is an
   `error {code: too_many_frames}` then close 4429;
 - frame validation (size, JSON, nesting, `type`) and dispatch by `type`; every
@@ -13,6 +14,8 @@ type. What every socket gets:
 - binary frames go to `receive_binary` (refused unless overridden);
 - follower tasks (forwarding a run's stream to the socket) whose failure
   reaches the client as an `error` and the log as a traceback;
+- a `socket_id` on its log lines and a place in the open sockets gauge under
+  its `route`;
 - nothing is sent on a socket that has closed, and a send that races the
   peer's close is dropped quietly.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -29,7 +33,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import wire
+from realtime import credentials, log_context, metrics, wire
 from realtime.ratelimit import FrameRateLimiter
 
 logger = logging.getLogger(__name__)
@@ -48,17 +52,38 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # Client event types this socket accepts; `ping` is answered here.
     client_types: frozenset[str] = frozenset({"ping"})
+    # Names the socket's route in metrics (open sockets by route).
+    route: str = "ws"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        metrics.OPEN_SOCKETS.labels(route=cls.route)  # reported (as 0) before the first socket
+
+    async def __call__(self, scope, receive, send) -> None:
+        # Counted from the first event to the last, however the socket ends;
+        # its log lines (and its followers') carry its id.
+        log_context.bind(socket_id=log_context.new_id())
+        opened_at = time.monotonic()
+        try:
+            with metrics.OPEN_SOCKETS.labels(route=self.route).track_inprogress():
+                await super().__call__(scope, receive, send)
+        finally:
+            logger.info(
+                "socket closed route=%s seconds=%.1f", self.route, time.monotonic() - opened_at
+            )
 
     async def websocket_connect(self, message: dict) -> None:
         self.user = self.scope.get("user")
         self.closing = False
         self.followers: dict[Any, asyncio.Task] = {}
         self.frames = FrameRateLimiter(limit=settings.WS_MAX_FRAMES_PER_10S, window_s=10)
+        self.credential_groups: list[str] = []
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        for group in self.groups:
+        self.credential_groups = credentials.groups_for(self.scope)
+        for group in [*self.credential_groups, *self.groups]:
             await self.channel_layer.group_add(group, self.channel_name)
         await self.connect()
 
@@ -84,12 +109,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.closing = True
         await self.disconnect(message["code"])
         await self.stop_followers()
-        for group in self.groups:
+        for group in [*self.credential_groups, *self.groups]:
             await self.channel_layer.group_discard(group, self.channel_name)
         raise StopConsumer()
 
     async def disconnect(self, code: int) -> None:
         """The socket is gone (followers still run): tell runs their reader left."""
+
+    async def credentials_ended(self, message: dict) -> None:
+        """Logout, password change, deactivation or a revoked token, on any process."""
+        if credentials.closes(message, self.scope):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # --- frames -------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -109,6 +139,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await getattr(self, f"handle_{kind}")(event)
         except wire.ProtocolError as exc:
             await self.send_event(wire.error_from(exc))
+        except Exception:
+            # A bug or a failing dependency: the log gets the traceback, the
+            # client a clear error, and the socket stays usable.
+            logger.exception("handling a frame failed route=%s", self.scope.get("path"))
+            await self.send_event(
+                wire.error(wire.INTERNAL_ERROR, "Something went wrong on our side; try again.")
+            )
 
     def max_frame_bytes(self) -> int:
         return settings.WS_MAX_FRAME_BYTES

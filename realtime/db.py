@@ -3,15 +3,8 @@
 Every ORM call made on behalf of a socket or a run goes through `on_db_pool`:
 DB_THREADS threads (PostgreSQL overlaps several calls; SQLite has one writer
 at a time and its lock waits back off in long sleeps, so one thread there).
-Channels' `database_sync_to_async` wraps each call, so connections are closed
-or returned to the pool around it by Django's own rules: none is left open
-by a thread once its call is done.
-
-HTTP requests under ASGI are another matter: Django runs a request's sync
-code (middleware, sync views) on a thread of its own that ends with the
-request, so `close_request_thread_connections` closes that thread's
-connections when the request finishes instead of keeping them for
-CONN_MAX_AGE in a thread nobody will use again.
+With PostgreSQL each call's connection goes back to psycopg's pool when the
+call ends; with SQLite these few threads keep theirs (see `_in_db_thread`).
 
 Two batched writers keep the database off the token path:
 - `PeriodicSaver`: the latest state of many items, saved in one call per
@@ -30,10 +23,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
-from channels.db import database_sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
-from django.db import connections
+from django.db import DatabaseError, close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
@@ -53,27 +45,36 @@ def _db_executor() -> ThreadPoolExecutor:
 def on_db_pool(func: Callable[..., R]) -> Callable[..., Awaitable[R]]:
     """Run blocking ORM code on the database threads (DB_THREADS of them)."""
 
-    runner = None
-
+    @functools.wraps(func)
     async def call(*args: Any, **kwargs: Any) -> R:
-        nonlocal runner
-        if runner is None:  # built on first use: settings are read then, not at import
-            runner = database_sync_to_async(func, thread_sensitive=False, executor=_db_executor())
-        return await runner(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            _db_executor(), functools.partial(_in_db_thread, func, args, kwargs)
+        )
 
-    return functools.wraps(func)(call)
+    return call
 
 
-def close_request_thread_connections(sender, **kwargs) -> None:
-    """request_finished: under ASGI, close the finished request's connections.
+def _in_db_thread(func: Callable[..., R], args: tuple, kwargs: dict) -> R:
+    """One call on a database thread, and what happens to its connection after.
 
-    Left open, each lingers until its thread is garbage collected: under a
-    burst of requests, dozens of idle PostgreSQL connections, past the
-    server's max_connections. (Under WSGI, and in test clients, request
-    threads are reused and keep Django's usual rules.)
+    With PostgreSQL's pool, the connection goes back to the pool after every
+    call. SQLite has no pool, and opening a connection (with its PRAGMAs) on
+    every call cost more than most calls: these few long-lived threads keep
+    theirs, closed only after a database error (it may have broken it).
     """
-    if sender is not None and issubclass(sender, ASGIHandler):
+    try:
+        return func(*args, **kwargs)
+    except DatabaseError:
         connections.close_all()
+        raise
+    finally:
+        if _pooled():
+            close_old_connections()
+
+
+def _pooled() -> bool:
+    return "pool" in settings.DATABASES["default"].get("OPTIONS", {})
 
 
 class PeriodicSaver(Generic[T]):
@@ -166,3 +167,30 @@ class GroupCommit(Generic[T, R]):
                     done.set_exception(result)
                 else:
                     done.set_result(result)
+
+
+class ReleaseConnectionsWhileStreaming:
+    """Give the request thread's database connection back before a response streams.
+
+    Under ASGI the synchronous middleware and `request.auser()` run on the
+    request's own thread, whose connection Django returns only when the
+    response ends: for a reply streamed over SSE, that is one pooled
+    connection held for the whole answer, and a pool exhausted by a few dozen
+    streams. Streaming bodies here read the database through `on_db_pool`.
+    Place it before every middleware that may use the database (first, or
+    right after RequestIdMiddleware, which does not), so it sees the response
+    after them.
+    """
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        response = await self.get_response(request)
+        if response.streaming:
+            await sync_to_async(close_old_connections)()
+        return response

@@ -10,7 +10,6 @@ duplicate it. Prompt budgeting lives here too, beside the call it feeds.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import random
@@ -25,7 +24,8 @@ import httpx2
 import openai
 from django.conf import settings
 
-from realtime import wire
+from realtime import log_context, wire
+from realtime.metrics import RETRIES, STREAM_DURATION, TIME_TO_FIRST_TOKEN, TOKEN_GAP, TOKENS
 from realtime.runs import RunError
 
 logger = logging.getLogger(__name__)
@@ -44,16 +44,25 @@ class LatencyMetrics:
     attempts: int = 0
     started_at: float = field(default_factory=time.perf_counter, repr=False)
     _first_token_at: float | None = field(default=None, repr=False)
+    _last_token_at: float = field(default=0.0, repr=False)
 
     def mark_token(self) -> None:
+        """Called per token: keep it cheap (one histogram observation, nothing allocated)."""
         now = time.perf_counter()
         if self._first_token_at is None:
             self._first_token_at = now
             self.ttft_ms = round((now - self.started_at) * 1000, 2)
+            _observe_ttft(now - self.started_at)
+        else:
+            _observe_token_gap(now - self._last_token_at)
+        self._last_token_at = now
         self.tokens += 1
 
     def finish(self) -> None:
         now = time.perf_counter()
+        if self.total_ms is None:  # the process-wide metrics count each stream once
+            STREAM_DURATION.observe(now - self.started_at)
+            TOKENS.inc(self.tokens)
         self.total_ms = round((now - self.started_at) * 1000, 2)
         if self._first_token_at is not None and self.tokens > 1:
             streaming_s = now - self._first_token_at
@@ -64,7 +73,13 @@ class LatencyMetrics:
         data = asdict(self)
         data.pop("started_at")
         data.pop("_first_token_at")
+        data.pop("_last_token_at")
         return data
+
+
+# Bound once: these run on the per-token path.
+_observe_ttft = TIME_TO_FIRST_TOKEN.observe
+_observe_token_gap = TOKEN_GAP.observe
 
 
 class LLMError(RunError):
@@ -88,8 +103,12 @@ def get_client() -> openai.AsyncOpenAI:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
+        # No read timeout here: aiohttp would re-arm a timer on every chunk of
+        # every stream. `stream_chat` enforces LLM_TIMEOUT_SECONDS itself.
         timeout = openai.Timeout(
-            settings.LLM_TIMEOUT_SECONDS, connect=settings.LLM_CONNECT_TIMEOUT_SECONDS
+            None,
+            connect=settings.LLM_CONNECT_TIMEOUT_SECONDS,
+            pool=settings.LLM_TIMEOUT_SECONDS,
         )
         client = openai.AsyncOpenAI(
             api_key=settings.OPENAI_API_KEY or "fakeai-demo",
@@ -247,21 +266,24 @@ async def stream_chat(
         attempt += 1
         metrics.attempts = attempt
         try:
-            response = await _post_stream(messages, model=model, max_tokens=max_tokens)
+            async with asyncio.timeout(settings.LLM_TIMEOUT_SECONDS):
+                response = await _post_stream(messages, model=model, max_tokens=max_tokens)
         except Exception as exc:  # noqa: BLE001 - mapped, then retried or raised
             error = map_error(exc)
             if not error.retryable or attempt > settings.LLM_MAX_RETRIES:
                 metrics.finish()
                 raise error from exc
             wait = _backoff_seconds(attempt, error)
+            RETRIES.labels(code=error.code).inc()
             logger.warning("llm retry attempt=%s code=%s wait_s=%.2f", attempt, error.code, wait)
             await asyncio.sleep(wait)
             continue
         break
 
     finished = False
+    idle = _IdleTimeout(settings.LLM_TIMEOUT_SECONDS, response)
     try:
-        async for line in _sse_lines(response):
+        async for line in _sse_lines(response, idle):
             chunk = _parse_sse_line(line)
             if chunk is None:
                 continue
@@ -284,8 +306,11 @@ async def stream_chat(
     except LLMError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure becomes an LLMError
+        if idle.expired:
+            raise map_error(TimeoutError()) from exc
         raise map_error(exc) from exc
     finally:
+        idle.cancel()
         metrics.finish()
         # Closes the HTTP response: on cancel the provider sees the disconnect.
         await response.aclose()
@@ -322,10 +347,41 @@ async def _post_stream(
 _DONE = object()
 
 
-async def _sse_lines(response: httpx2.Response) -> AsyncIterator[bytes]:
+class _IdleTimeout:
+    """Closes a response that sent nothing for `timeout_s`, with one timer per period.
+
+    Each chunk only records the time; the timer, when it fires, re-arms itself
+    for what is left of the period, so a stream costs one timer every
+    `timeout_s` instead of one per chunk.
+    """
+
+    def __init__(self, timeout_s: float, response: httpx2.Response) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._timeout_s = timeout_s
+        self._response = response
+        self.last_chunk_at = self._loop.time()
+        self.expired = False
+        self._handle = self._loop.call_later(timeout_s, self._check)
+
+    def _check(self) -> None:
+        idle_s = self._loop.time() - self.last_chunk_at
+        if idle_s < self._timeout_s:
+            self._handle = self._loop.call_later(self._timeout_s - idle_s, self._check)
+            return
+        self.expired = True
+        # The pending read then fails, and stream_chat reports a timeout.
+        self._closing = self._loop.create_task(self._response.aclose())
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+async def _sse_lines(response: httpx2.Response, idle: _IdleTimeout) -> AsyncIterator[bytes]:
     """The response's lines as bytes: no text decoding layer per chunk."""
     pending = b""
+    loop = asyncio.get_running_loop()
     async for data in response.aiter_bytes():
+        idle.last_chunk_at = loop.time()
         lines = (pending + data).split(b"\n")
         pending = lines.pop()
         for line in lines:
@@ -365,7 +421,8 @@ class EarlyStream:
 
     def __init__(self, tokens) -> None:
         self._tokens = tokens
-        self._first = asyncio.create_task(anext(tokens, None), context=contextvars.Context())
+        # Nothing of the caller's context but its log ids (see realtime.runs.start).
+        self._first = asyncio.create_task(anext(tokens, None), context=log_context.fresh_context())
 
     def __aiter__(self):
         return self._iterate()

@@ -28,7 +28,7 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import wire
+from realtime import log_context, metrics, wire
 from realtime.streams import get_streams
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,11 @@ class Status(enum.StrEnum):
     COMPLETE = "complete"
     CANCELLED = "cancelled"
     ERROR = "error"
+
+
+# Reported as 0 from the start, so the first run of each status is seen as an increase.
+for _status in Status:
+    metrics.RUNS.labels(status=_status.value)
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,9 @@ async def start(
     return run
 
 
+@metrics.tracks_run_in_flight
 async def _drive(run: Run, *, abandon_when_unread: bool) -> None:
+    log_context.bind(run_id=run.key)
     watcher = asyncio.create_task(
         _watch_control(run, abandon_when_unread=abandon_when_unread),
         context=contextvars.Context(),
@@ -165,6 +172,7 @@ async def _drive(run: Run, *, abandon_when_unread: bool) -> None:
         outcome = Outcome(Status.ERROR, FAILED)
     finally:
         watcher.cancel()
+    metrics.count_run_end(outcome.status.value, outcome.error_code)
     # From here on a cancel cannot skip the terminal event.
     await _regardless_of_cancel(_end(run, outcome))
 
@@ -244,12 +252,14 @@ async def _watch_control(run: Run, *, abandon_when_unread: bool) -> None:
 
 
 # --- from any process ----------------------------------------------------------------
-def follow(key: str, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
-    """(seq, event) of a run after `after`, live, through its terminal event.
+def follow(key: str, *, after: int = -1) -> AsyncIterator[list[tuple[int, dict]]]:
+    """Batches of (seq, event) of a run after `after`, live, through its terminal event.
 
-    Raises realtime.streams.StreamGone if the run is unknown here or its producer died.
+    A reader that keeps up gets one event per batch; one that fell behind gets
+    its whole backlog at once (to send as one frame). Raises
+    realtime.streams.StreamGone if the run is unknown here or its producer died.
     """
-    return get_streams().read(key, after=after)
+    return get_streams().read_batches(key, after=after)
 
 
 async def is_live(key: str) -> bool:

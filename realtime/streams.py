@@ -69,12 +69,20 @@ class Streams:
         """The live producer's control channel, or None if nothing produces the stream."""
         raise NotImplementedError
 
-    def read(self, key: str, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
-        """Yield (seq, event) for seq > after, following live through the terminal event.
+    def read_batches(self, key: str, *, after: int = -1) -> AsyncIterator[list[tuple[int, dict]]]:
+        """Yield lists of (seq, event) for seq > after, live, through the terminal event.
 
-        Raises StreamGone if the stream is unknown, or its producer dies first.
+        Each list holds every event available when the reader got to run: one
+        event when it keeps up, the whole backlog when it fell behind. Raises
+        StreamGone if the stream is unknown, or its producer dies first.
         """
         raise NotImplementedError
+
+    async def read(self, key: str, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
+        """(seq, event) one by one: `read_batches` flattened."""
+        async for batch in self.read_batches(key, after=after):
+            for item in batch:
+                yield item
 
     def reset(self) -> None:
         """Forget everything (tests)."""
@@ -108,18 +116,22 @@ class _Buffer:
     def alive(self) -> bool:
         return not self.gone and (self.producer is None or not self.producer.done())
 
-    async def read(self, after: int) -> AsyncIterator[tuple[int, dict]]:
+    async def read_batches(self, after: int) -> AsyncIterator[list[tuple[int, dict]]]:
         idle_s = settings.STREAM_READER_IDLE_SECONDS
         seq = max(after, -1) + 1  # a negative index would read from the end
         self.readers += 1
         try:
             while True:
                 wakeup = self.wakeup
-                while seq < len(self.events):
-                    event = self.events[seq]
-                    if event is not None:  # None: a gap Redis never got (see _RemoteMirror)
-                        yield seq, event
-                    seq += 1
+                end = len(self.events)
+                if seq < end:
+                    # None: a gap Redis never got (see _RemoteMirror).
+                    batch = [(n, self.events[n]) for n in range(seq, end)]
+                    seq = end
+                    batch = [item for item in batch if item[1] is not None]
+                    if batch:
+                        yield batch
+                    continue
                 if self.finished:
                     return
                 if not self.alive():
@@ -168,12 +180,14 @@ class MemoryStreams(Streams):
         buffer = self._buffers.get(key)
         return buffer.control_channel if buffer and not buffer.finished else None
 
-    async def read(self, key: str, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
+    async def read_batches(
+        self, key: str, *, after: int = -1
+    ) -> AsyncIterator[list[tuple[int, dict]]]:
         buffer = self._buffers.get(key)
         if buffer is None:
             raise StreamGone(key)
-        async for item in buffer.read(after):
-            yield item
+        async for batch in buffer.read_batches(after):
+            yield batch
 
     def reset(self) -> None:
         self._buffers.clear()
@@ -244,12 +258,14 @@ class RedisStreams(MemoryStreams):
             return await super().control_channel(key)
         return await get_redis(self._url).get(_live_key(key))
 
-    async def read(self, key: str, *, after: int = -1) -> AsyncIterator[tuple[int, dict]]:
+    async def read_batches(
+        self, key: str, *, after: int = -1
+    ) -> AsyncIterator[list[tuple[int, dict]]]:
         buffer = self._buffers.get(key)
         if buffer is None or buffer.gone:
             buffer = await self._mirror(key)
-        async for item in buffer.read(after):
-            yield item
+        async for batch in buffer.read_batches(after):
+            yield batch
 
     async def _mirror(self, key: str) -> _Buffer:
         """A local buffer fed from Redis by one task, shared by this process's readers."""

@@ -5,11 +5,14 @@ configuration table). With no environment at all the site runs embedded:
 SQLite, in-memory channel layer, the local fakeai demo model.
 """
 
+import logging
 import os
 import secrets
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -36,14 +39,38 @@ def _local_secret_key() -> str:
     return path.read_text().strip()
 
 
-# Multi-instance deployments must set SECRET_KEY: every process needs the same one.
-SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
+# Shared state (channel layer, streams, rate limits) lives in Redis when set.
+REDIS_URL = env.str("REDIS_URL", default="")
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if REDIS_URL:
+        # With Redis, several processes serve one site, and each would make up its
+        # own key: sessions and CSRF tokens would work on one process only.
+        raise ImproperlyConfigured(
+            "REDIS_URL is set, so this is a multi-instance deployment: set SECRET_KEY, "
+            "the same on every process (for instance the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    SECRET_KEY = _local_secret_key()
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
-)
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+
+# --- TLS: the production profile is BEHIND_TLS_PROXY=true (docs/deploy.md) --------
+# Trust the proxy's X-Forwarded-Proto, then by default: redirect http to https,
+# send HSTS, and keep the session and CSRF cookies to https.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=BEHIND_TLS_PROXY)
+SECURE_SSL_REDIRECT = env.bool("SSL_REDIRECT", default=BEHIND_TLS_PROXY)
+# Load balancers probe the processes directly, over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=31_536_000 if BEHIND_TLS_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preloading is the domain owner's decision (browsers ship it; slow to undo): opt in.
+SECURE_HSTS_PRELOAD = env.bool("HSTS_PRELOAD", default=False)
+if not SECURE_HSTS_PRELOAD:
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]  # "HSTS_PRELOAD is not set"
 
 INSTALLED_APPS = [
     "daphne",
@@ -55,6 +82,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "csp",
     "realtime",
     "accounts",
     "chat",
@@ -63,9 +91,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: it turns every other layer's error pages under /api/ into JSON.
+    # First: every response, even one a later middleware makes, gets a request id.
+    "realtime.log_context.RequestIdMiddleware",
+    # Next: it turns every other layer's error pages under /api/ into JSON.
     "realtime.api_errors.JsonApiErrorsMiddleware",
+    "realtime.db.ReleaseConnectionsWhileStreaming",
     "django.middleware.security.SecurityMiddleware",
+    "realtime.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -75,6 +107,25 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- Security headers ------------------------------------------------------------
+# No inline script or style anywhere (JSON data travels in json_script blocks,
+# which are not executed); the pages' own WebSocket is added per request.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
 
 ROOT_URLCONF = "realtime_site.urls"
 ASGI_APPLICATION = "realtime_site.asgi.application"
@@ -97,30 +148,31 @@ TEMPLATES = [
 
 # --- Database: SQLite file by default, DATABASE_URL for PostgreSQL -----------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# Replies persist from worker threads; reuse their connections instead of
-# opening one per write (PostgreSQL).
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE_SECONDS", default=60)
-# No health checks: channels closes unusable connections after a failed call,
-# and a check per call doubled the round trips to PostgreSQL under load.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+# Threads for the database work of sockets and runs (realtime.db). SQLite takes
+# one writer at a time, and contending writers back off in sleeps of up to
+# 100 ms: one thread there; PostgreSQL overlaps several.
+DB_THREADS = env.int("DB_THREADS", default=1 if _SQLITE else 8)
+# Under ASGI, Django's advice: no persistent connection per thread (requests
+# run on short-lived threads); every call returns its connection at its end.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+if _SQLITE:
     # WAL + IMMEDIATE transactions: many replies persist while others read.
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+else:
+    # PostgreSQL: psycopg's pool keeps connections open between calls, per process.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DB_POOL_MAX_SIZE", default=DB_THREADS + 8),
+        "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-# Threads for the database work of sockets and runs (realtime.db). SQLite
-# takes one writer at a time, and contending writers back off in sleeps of up
-# to 100 ms: one thread there; PostgreSQL overlaps several.
-DB_THREADS = env.int(
-    "DB_THREADS",
-    default=1 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 8,
-)
 
 # --- Channel layer and shared state: in memory by default, REDIS_URL for Redis
-REDIS_URL = env.str("REDIS_URL", default="")
 # Streams and rate limits (realtime.redis_clients): connections per pool,
 # per event loop of a process (one pool for commands, one for blocking reads). A
 # command finding them all busy waits up to REDIS_POOL_TIMEOUT_SECONDS for one.
@@ -159,6 +211,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Django's, behind the login throttle (accounts/throttle.py).
+AUTHENTICATION_BACKENDS = ["accounts.backends.ThrottledModelBackend"]
+# Failed logins for one username (from anywhere), and from one address (for any
+# usernames), before logins there are refused; 0 disables that limit.
+LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("LOGIN_MAX_FAILURES_PER_ACCOUNT", default=5)
+LOGIN_MAX_FAILURES_PER_ADDRESS = env.int("LOGIN_MAX_FAILURES_PER_ADDRESS", default=20)
+# The lock lifts this long after the latest failure.
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=300)
 # Under /api/ a CSRF failure is a JSON error saying why; pages keep Django's.
 CSRF_FAILURE_VIEW = "realtime.api_errors.csrf_failure"
 LOGIN_URL = "login"
@@ -221,15 +281,27 @@ STREAM_READER_IDLE_SECONDS = env.float("STREAM_READER_IDLE_SECONDS", default=15.
 # --- Chat ---------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
+# Messages per page of a conversation; older pages load as the person scrolls up.
+CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 
-# --- Logging: one structured line per event, no message content at INFO --------
+# --- Logging: one line per request or reply, ids on every line, no message content at INFO
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# "plain" text, or "json" for one JSON object a line (log shippers).
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"ids": {"()": "realtime.log_context.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "realtime.log_context.PlainFormatter"},
+        "json": {"()": "realtime.log_context.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["ids"]}
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
@@ -237,3 +309,9 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+# Python warnings become log lines too (JSON ones with LOG_FORMAT=json), not bare stderr text.
+logging.captureWarnings(True)
+
+# --- Metrics (/metrics) ---------------------------------------------------------------
+# Scrapers send it as "Authorization: Bearer <token>"; empty: only staff sessions may read.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

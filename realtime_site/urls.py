@@ -16,5 +16,6 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("api/", include(api_urlpatterns)),
     path("healthz", realtime_views.healthz, name="healthz"),
+    path("metrics", realtime_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -20,7 +20,6 @@ const CLOSE_UNAUTHENTICATED = 4401;
 const STICK_THRESHOLD_PX = 64;
 const NOTICE_MS = 6000;
 const TITLE_CHARS = 60;
-const EVENT_LOG_LIMIT = 5000;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -58,12 +57,8 @@ const state = {
   resuming: false,
   lastUserText: "",
   stickToBottom: true,
+  leaving: false, // the page is navigating away (a link, a form such as Log out)
 };
-
-// Test and debugging hook: server events in arrival order (type, index, message_id).
-const eventLog = [];
-window.__chatEvents = eventLog;
-window.__chatDebug = { dropConnection: () => dropSocket() };
 
 // --- small DOM helpers -------------------------------------------------------------
 function el(tag, attrs = {}, ...children) {
@@ -340,8 +335,6 @@ function handleFrame(data) {
   } catch {
     return;
   }
-  if (eventLog.length >= EVENT_LOG_LIMIT) eventLog.splice(0, eventLog.length - EVENT_LOG_LIMIT + 1);
-  eventLog.push({ type: event.type, index: event.index, message_id: event.message_id, code: event.code, t: performance.now() });
   handlers[event.type]?.(event);
 }
 
@@ -523,6 +516,56 @@ function scrollToBottomIfStuck() {
   else ui.jump.hidden = distanceFromBottom() < STICK_THRESHOLD_PX;
 }
 
+// --- older messages ---------------------------------------------------------------------
+// The page holds the newest messages; earlier pages load as the reader nears
+// the top. The reader's place is kept: the content above them grows, and the
+// scroll offset grows by exactly as much, so nothing jumps.
+const OLDER_MESSAGES_MARGIN_PX = 400;
+const olderMessages = { loading: false, observer: null };
+
+async function loadOlderMessages() {
+  const marker = $("older-messages");
+  if (!marker || olderMessages.loading) return;
+  olderMessages.loading = true;
+  try {
+    const url = `${marker.dataset.url}?before=${encodeURIComponent(marker.dataset.before)}`;
+    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const page = await response.json();
+    const box = ui.messages;
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    const fragment = document.createRange().createContextualFragment(page.html);
+    enhanceCodeBlocks(fragment);
+    marker.after(fragment);
+    box.scrollTop = box.scrollHeight - fromBottom;
+    if (page.has_more) {
+      marker.dataset.before = page.oldest_id;
+    } else {
+      olderMessages.observer?.disconnect();
+      marker.remove();
+    }
+  } catch (error) {
+    marker.querySelector(".older-messages-label").textContent = "Could not load earlier messages. Scroll up to try again.";
+    return;
+  } finally {
+    olderMessages.loading = false;
+  }
+  // A short page leaves the marker in view, which the observer does not report again.
+  if ($("older-messages") && ui.messages.scrollTop < OLDER_MESSAGES_MARGIN_PX) loadOlderMessages();
+}
+
+function watchForOlderMessages() {
+  const marker = $("older-messages");
+  if (!marker) return;
+  olderMessages.observer = new IntersectionObserver(
+    (entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) loadOlderMessages();
+    },
+    { root: ui.messages, rootMargin: `${OLDER_MESSAGES_MARGIN_PX}px 0px 0px 0px` },
+  );
+  olderMessages.observer.observe(marker);
+}
+
 // --- connection --------------------------------------------------------------------------
 const CONNECTION_LABELS = {
   connecting: "Connecting…",
@@ -586,6 +629,9 @@ function onClosed(code) {
   state.socket = null;
   state.connected = false;
   clearConnectionTimers();
+  // Logging out closes this session's sockets (4401) while the page is already
+  // on its way out: the navigation the person chose wins.
+  if (state.leaving) return;
   if (code === CLOSE_UNAUTHENTICATED) {
     setConnection("offline", "Logged out");
     const next = encodeURIComponent(location.pathname);
@@ -679,6 +725,14 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
+window.addEventListener("beforeunload", () => {
+  state.leaving = true;
+});
+window.addEventListener("pageshow", (event) => {
+  if (!event.persisted) return;
+  state.leaving = false; // back from the back/forward cache
+  if (!state.socket) reconnectNow();
+});
 window.addEventListener("online", reconnectNow);
 window.addEventListener("offline", () => {
   if (!state.connected) setConnection("offline");
@@ -700,6 +754,7 @@ if (streaming) {
 }
 
 scrollToBottom();
+watchForOlderMessages();
 updateControls();
 autosize();
 connect();

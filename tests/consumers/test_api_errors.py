@@ -56,6 +56,7 @@ async def test_a_wrong_method_is_a_json_405_naming_the_allowed_one():
     response = await AsyncClient().get("/api/chat/stream")
     assert response.status_code == 405
     assert response["Allow"] == "POST"
+    assert response["X-Content-Type-Options"] == "nosniff"  # the other layers' headers stay
     assert error_of(response) == {
         "type": "error",
         "code": "method_not_allowed",

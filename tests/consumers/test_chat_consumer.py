@@ -11,9 +11,10 @@ from asgiref.sync import sync_to_async
 
 from chat import persistence, services
 from chat.models import Conversation, Message
-from realtime import runs, wire
+from realtime import runs, streams, wire
 from realtime.db import on_db_pool
 from tests.consumers.conftest import ChatClient, connect, make_user_with_token, raw_socket
+from tests.support.chat_tokens import assert_tokens_in_order
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -73,15 +74,24 @@ async def test_full_exchange_streams_tokens_in_order_then_completes(client):
         "generating",
         "complete",
     ]
-    tokens = [e for e in received if e["type"] == "token"]
-    assert [t["index"] for t in tokens] == list(range(len(tokens)))
     assert kinds.index("complete") > max(i for i, k in enumerate(kinds) if k == "token")
     complete = received[-1]
-    assert complete["content"] == "".join(t["content"] for t in tokens)
+    assert assert_tokens_in_order(received, total=complete["total_tokens"]) == complete["content"]
     assert complete["content"].startswith("Echo: hello there (turn 1)")
-    assert complete["total_tokens"] == len(tokens)
+    assert complete["total_tokens"] == 12  # fakeai's reply length in this suite
     assert complete["metrics"]["ttft_ms"] > 0
-    assert complete["metrics"]["completion_tokens"] == len(tokens)
+    assert complete["metrics"]["completion_tokens"] == 12
+
+
+async def test_a_reader_that_fell_behind_gets_its_backlog_in_one_frame(client):
+    await client.send({"content": "catch up"})
+    complete = (await client.receive_until("complete"))[-1]
+    # Resuming a finished reply from the start: all its tokens are waiting.
+    await client.send({"type": "resume", "message_id": complete["message_id"], "after": -1})
+    replay = await client.receive_until("complete")
+    assert [e["type"] for e in replay] == ["progress", "token", "progress", "complete"]
+    assert replay[1]["content"] == complete["content"]
+    assert replay[1]["index"] == complete["total_tokens"] - 1
 
 
 async def test_completed_reply_is_persisted_with_metrics(client):
@@ -211,12 +221,13 @@ async def test_upstream_fault_gives_error_keeps_partial_and_socket_usable(
     error = received[-1]
     assert error["code"] == code
     assert error["retryable"] is True
-    tokens = [e["content"] for e in received if e["type"] == "token"]
-    assert len(tokens) == partial_tokens
-    assert error["content"] == "".join(tokens)
+    frames = [e for e in received if e["type"] == "token"]
+    text = assert_tokens_in_order(frames, total=partial_tokens) if partial_tokens else ""
+    assert not frames or partial_tokens
+    assert error["content"] == text
     message = await Message.objects.aget(pk=error["message_id"])
     assert (message.status, message.error_code) == (Message.Status.ERROR, code)
-    assert message.content == "".join(tokens)
+    assert message.content == text
     assert message.error_text == error["message"]
     assert error["metrics"]["tokens"] == partial_tokens
 
@@ -411,10 +422,9 @@ async def test_resume_after_reconnect_replays_missed_tokens_then_follows_live(al
         {"type": "resume", "message_id": ack["message_id"], "after": seen[-1]["index"]}
     )
     received = await second.receive_until("complete")
-    rest = [e for e in received if e["type"] == "token"]
-    assert rest[0]["index"] == seen[-1]["index"] + 1
-    assert [t["index"] for t in rest] == list(range(rest[0]["index"], rest[-1]["index"] + 1))
-    assert "".join(t["content"] for t in seen + rest) == received[-1]["content"]
+    complete = received[-1]
+    rest = assert_tokens_in_order(received, after=seen[-1]["index"], total=complete["total_tokens"])
+    assert "".join(t["content"] for t in seen) + rest == complete["content"]
     await second.close()
 
 
@@ -530,5 +540,51 @@ async def test_a_failed_final_save_still_ends_the_reply_for_its_readers(client, 
     await client.send({"content": "save fails"})
     received = await client.receive_until("complete")
     assert received[-1]["content"].startswith("Echo: save fails")
+    await client.send({"type": "ping"})
+    assert (await client.receive())["type"] == "pong"
+
+
+async def test_a_reply_that_cannot_start_closes_its_early_model_request(
+    client, settings, fakeai_url, monkeypatch
+):
+    settings.OPENAI_MODEL = "fakeai:ttft=500,tps=20,tokens=40"
+    fakeai_reset(fakeai_url)
+
+    async def stream_store_down(self, key, *, control_channel):
+        # Fail once the model request is in flight: it must not be left running.
+        await wait_for(lambda: fakeai_get(fakeai_url, "/_fakeai/stats")["active"] == 1)
+        raise RuntimeError("stream store down")
+
+    monkeypatch.setattr(type(streams.get_streams()), "open", stream_store_down)
+    await client.send({"content": "never starts"})
+    error = await client.receive()
+
+    assert (error["type"], error["code"], error["retryable"]) == ("error", "internal_error", True)
+    stats = await wait_for(
+        lambda: (s := fakeai_get(fakeai_url, "/_fakeai/stats"))["client_disconnects"] >= 1 and s
+    )
+    assert stats["completed"] == 0
+    reply = await Message.objects.aget(role="assistant")
+    assert (reply.status, reply.error_code) == ("error", "interrupted")
+    await client.send({"type": "ping"})
+    assert (await client.receive())["type"] == "pong"
+
+
+async def test_a_failing_follower_tells_the_client_and_logs_the_traceback(
+    client, monkeypatch, caplog
+):
+    async def reader_breaks(message_id, *, after=-1):
+        yield 0, {"type": "token", "content": "a", "index": 0, "timestamp": 0}
+        raise RuntimeError("reader broke")
+
+    monkeypatch.setattr(services, "follow_reply", reader_breaks)
+    await client.send({"content": "follow me"})
+    received = await client.receive_until("error")
+
+    ack, error = received[0], received[-1]
+    assert [e["type"] for e in received] == ["ack", "progress", "token", "error"]
+    assert error["code"] == "internal_error" and error["message_id"] == ack["message_id"]
+    failures = [r for r in caplog.records if r.getMessage().startswith("follower failed")]
+    assert failures and "reader broke" in str(failures[0].exc_info[1])
     await client.send({"type": "ping"})
     assert (await client.receive())["type"] == "pong"

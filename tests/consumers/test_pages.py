@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -107,3 +109,59 @@ def test_revoking_a_malformed_token_id_is_a_400(alice_client):
 def test_the_old_tokens_address_redirects(alice_client):
     response = alice_client.get("/chat/tokens/")
     assert response.status_code == 301 and response.url == "/accounts/tokens/"
+
+
+def make_history(owner, count: int) -> list[Message]:
+    conversation = Conversation.objects.create(owner=owner, title="Long")
+    return [
+        Message.objects.create(
+            conversation=conversation,
+            role="user" if number % 2 == 0 else "assistant",
+            content=f"message {number}",
+        )
+        for number in range(count)
+    ]
+
+
+def shown_texts(html: str) -> list[str]:
+    return re.findall(r"message (\d+)", html)
+
+
+def test_a_long_conversation_opens_on_its_newest_page(settings, alice, alice_client):
+    settings.CHAT_PAGE_MESSAGES = 10
+    history = make_history(alice, 25)
+    body = alice_client.get(f"/chat/{history[0].conversation_id}/").content.decode()
+    assert shown_texts(body) == [str(n) for n in range(15, 25)]
+    assert f'data-before="{history[15].pk}"' in body
+
+
+def test_older_pages_load_in_order_until_the_first_message(settings, alice, alice_client):
+    settings.CHAT_PAGE_MESSAGES = 10
+    history = make_history(alice, 25)
+    url = f"/chat/{history[0].conversation_id}/messages/"
+
+    second = alice_client.get(url, {"before": history[15].pk}).json()
+    third = alice_client.get(url, {"before": second["oldest_id"]}).json()
+
+    assert shown_texts(second["html"]) == [str(n) for n in range(5, 15)]
+    assert second["has_more"] is True and second["oldest_id"] == history[5].pk
+    assert shown_texts(third["html"]) == [str(n) for n in range(0, 5)]
+    assert third["has_more"] is False
+    assert "<p>message 1</p>" in third["html"]  # assistant messages as stored HTML
+
+
+def test_older_messages_of_someone_elses_conversation_are_404(alice):
+    history = make_history(alice, 3)
+    bob = get_user_model().objects.create_user("bob", password="pass-Word-123")
+    client = Client()
+    client.force_login(bob)
+    url = f"/chat/{history[0].conversation_id}/messages/"
+    assert client.get(url, {"before": history[2].pk}).status_code == 404
+
+
+@pytest.mark.parametrize("before", ["", "abc", "-1", "１２"])
+def test_older_messages_need_a_message_id(alice, alice_client, before):
+    history = make_history(alice, 3)
+    url = f"/chat/{history[0].conversation_id}/messages/"
+    response = alice_client.get(url, {"before": before})
+    assert response.status_code == 400 and response.json()["code"] == "invalid_event"

@@ -8,7 +8,9 @@ import pytest
 from django.test import AsyncClient
 
 from chat.models import Message
+from fakeai.replies import reply_tokens
 from tests.consumers.conftest import make_user_with_token
+from tests.support.chat_tokens import assert_tokens_in_order
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True), pytest.mark.services]
 
@@ -50,11 +52,13 @@ async def test_sse_streams_the_same_events_with_legacy_fields(alice):
     kinds = [payload["type"] for _, payload in frames]
     assert kinds[:2] == ["ack", "progress"] and kinds[-1] == "complete"
     tokens = [(event_id, p) for event_id, p in frames if p["type"] == "token"]
-    assert [event_id for event_id, _ in tokens] == [str(i) for i in range(len(tokens))]
+    assert [event_id for event_id, _ in tokens] == [str(p["index"]) for _, p in tokens]
     assert all(p["token"] == p["content"] for _, p in tokens)
     complete = frames[-1][1]
     assert complete["done"] is True
-    assert complete["content"] == "".join(p["content"] for _, p in tokens)
+    payloads = [p for _, p in frames]
+    text = assert_tokens_in_order(payloads, total=complete["total_tokens"])
+    assert complete["content"] == text
     assert complete["content"].startswith("Echo: over sse (turn 1)")
 
 
@@ -106,6 +110,19 @@ async def test_sse_oversize_message_is_413(alice, settings):
     assert response.status_code == 413
 
 
+async def test_sse_rate_limit_is_429_with_retry_after(alice, settings):
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 1
+    _, token = alice
+    first = await post_json(AsyncClient(), {"content": "one"}, **bearer(token))
+    await read_sse(first)
+
+    refused = await post_json(AsyncClient(), {"content": "two"}, **bearer(token))
+
+    assert refused.status_code == 429
+    assert refused.json()["code"] == "rate_limited"
+    assert 1 <= int(refused["Retry-After"]) <= 60
+
+
 async def test_sse_cannot_post_to_someone_elses_conversation(alice):
     _, alice_token = alice
     _, bob_token = await make_user_with_token("bob")
@@ -127,10 +144,12 @@ async def test_sse_resume_replays_after_last_event_id(alice):
     response = await AsyncClient().get(
         f"/api/chat/stream/{message_id}/", headers={**bearer(token), "Last-Event-ID": "2"}
     )
-    replay = await read_sse(response)
-    indices = [p["index"] for _, p in replay if p["type"] == "token"]
-    assert indices and indices[0] == 3
-    assert replay[-1][1]["content"] == first[-1][1]["content"]
+    replay = [payload for _, payload in await read_sse(response)]
+    complete = replay[-1]
+    assert complete["content"] == first[-1][1]["content"]
+    tokens = reply_tokens([{"role": "user", "content": "again"}], complete["total_tokens"])
+    rest = assert_tokens_in_order(replay, after=2, total=complete["total_tokens"])
+    assert rest == "".join(tokens[3:])
 
 
 async def test_sse_resume_of_someone_elses_reply_is_404(alice):

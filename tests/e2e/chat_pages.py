@@ -6,10 +6,11 @@ through these helpers so a markup change is fixed in one place.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, WebSocket, WebSocketRoute, expect
 
 from fakeai.replies import reply_tokens, tokenize
 from tests.conftest import LiveSite
@@ -118,9 +119,60 @@ def wait_for_status(message: Locator, status: str) -> None:
     expect(message).to_have_attribute("data-status", status)
 
 
-def chat_events(page: Page) -> list[dict]:
-    """Server events the page saw, in order (the `window.__chatEvents` hook)."""
-    return page.evaluate("window.__chatEvents.map(e => ({...e}))")
+CHAT_SOCKET = re.compile(r"/ws/chat/$")
+
+
+class ChatFrames:
+    """Server events on the page's chat sockets, in arrival order, as Playwright sees them.
+
+    Attach before the page opens its socket; sockets of later loads (reload,
+    reconnect) are recorded too.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.events: list[dict] = []
+        self.sockets: list[WebSocket] = []
+        page.on("websocket", self._opened)
+
+    def _opened(self, socket: WebSocket) -> None:
+        if CHAT_SOCKET.search(socket.url):
+            self.sockets.append(socket)
+            socket.on("framereceived", self._received)
+
+    def _received(self, payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            self.events.append(json.loads(payload))
+
+    def types(self) -> list[str]:
+        return [event["type"] for event in self.events]
+
+    def wait_for(self, event_type: str) -> None:
+        """Until an event of `event_type` arrived (Playwright delivers frames while it waits)."""
+        while event_type not in self.types():
+            self.sockets[-1].wait_for_event(
+                "framereceived", predicate=lambda payload: f'"type":"{event_type}"' in payload
+            )
+
+
+class ChatSocketCutter:
+    """Routes the page's chat sockets through Playwright, so a test can cut one.
+
+    Install before the page opens its socket. Every socket still reaches the
+    real server (with the page's cookies and Origin); `cut()` closes the
+    current one as a network failure would, and the page reconnects.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.current: WebSocketRoute | None = None
+        page.route_web_socket(CHAT_SOCKET, self._route)
+
+    def _route(self, route: WebSocketRoute) -> None:
+        route.connect_to_server()
+        self.current = route
+
+    def cut(self) -> None:
+        assert self.current is not None, "the page has not opened a chat socket"
+        self.current.close(code=4000, reason="cut by the test")
 
 
 def conversation_path(page: Page) -> str:

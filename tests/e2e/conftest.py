@@ -8,6 +8,7 @@ Debian's package) and fail loudly without it: browser tests are never skipped.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -45,31 +46,60 @@ def browser():
         browser.close()
 
 
-def _new_page(browser, **context_options):
+# Every page of a watched context reports what its Content-Security-Policy blocked.
+REPORT_CSP_VIOLATIONS_JS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  const blocked = event.blockedURI || "inline";
+  window.__reportCspViolation(`${event.effectiveDirective} blocked ${blocked}`);
+});
+"""
+
+
+@dataclass
+class PageWatch:
+    """A page, and what went wrong on it: JavaScript errors and CSP violations."""
+
+    page: playwright_sync.Page
+    errors: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)
+
+    def assert_clean(self) -> None:
+        assert not self.errors, f"JavaScript errors on the page: {self.errors}"
+        assert not self.csp_violations, f"CSP violations on the page: {self.csp_violations}"
+
+
+def _watched_page(browser, **context_options) -> tuple:
     context = browser.new_context(**context_options)
     context.set_default_timeout(15_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return context, page, errors
+    violations: list[str] = []
+    context.expose_binding("__reportCspViolation", lambda _source, text: violations.append(text))
+    context.add_init_script(REPORT_CSP_VIOLATIONS_JS)
+    watch = PageWatch(page=context.new_page(), csp_violations=violations)
+    watch.page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+    return context, watch
 
 
 @pytest.fixture
-def page(browser):
-    """A laptop-sized page; the test fails if the page throws a JavaScript error."""
-    context, page, errors = _new_page(browser, viewport=LAPTOP)
-    yield page
+def page_watch(browser):
+    """A laptop-sized page; the test fails on a JavaScript error or a CSP violation."""
+    context, watch = _watched_page(browser, viewport=LAPTOP)
+    yield watch
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    watch.assert_clean()
+
+
+@pytest.fixture
+def page(page_watch):
+    return page_watch.page
 
 
 @pytest.fixture
 def phone_page(browser):
-    """A phone-sized, touch page."""
-    context, page, errors = _new_page(browser, viewport=PHONE, is_mobile=True, has_touch=True)
-    yield page
+    """A phone-sized, touch page; it fails the test as `page` does."""
+    context, watch = _watched_page(browser, viewport=PHONE, is_mobile=True, has_touch=True)
+    yield watch.page
     context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    watch.assert_clean()
 
 
 @pytest.fixture(scope="session")

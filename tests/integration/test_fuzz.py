@@ -146,7 +146,7 @@ def fuzz_site(tmp_path_factory, fakeai_url) -> Iterator[FuzzSite]:
     )  # fmt: skip
     log_path = tmp / "daphne.log"
     try:
-        with processes.daphne(env=env, log_path=log_path) as url:
+        with log_path.open("w") as log, processes.daphne(env=env, stderr=log) as url:
             yield FuzzSite(
                 url=url,
                 env=env,

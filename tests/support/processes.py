@@ -11,9 +11,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
+# Processes sharing Redis must share a key; settings refuse to start without one.
+TEST_SECRET_KEY = "test-only-secret-key-shared-by-the-instances-of-one-test-cluster"
 
 
 def free_port() -> int:
@@ -63,6 +66,7 @@ def fakeai(*, ttft_ms: int = 0, tps: int = 0, tokens: int = 12) -> Iterator[str]
 
 
 def site_env(*, fakeai_url: str, database_url: str, extra: dict | None = None) -> dict:
+    """The environment of a site's processes; with REDIS_URL in `extra` they share a key."""
     env = {k: v for k, v in os.environ.items() if k not in {"OPENAI_API_KEY", "REDIS_URL"}}
     env.update(
         {
@@ -74,6 +78,8 @@ def site_env(*, fakeai_url: str, database_url: str, extra: dict | None = None) -
         }
     )
     env.update(extra or {})
+    if env.get("REDIS_URL"):
+        env.setdefault("SECRET_KEY", TEST_SECRET_KEY)
     return env
 
 
@@ -85,29 +91,33 @@ def manage(*args: str, env: dict) -> str:
     return result.stdout
 
 
-def create_user_with_token(username: str, *, env: dict, password: str = "pass-Word-123") -> str:
-    """Create a user in the site's database; return a new API token for it."""
+def create_user(username: str, *, env: dict, password: str = "pass-Word-123") -> None:
+    """Create a user in the site's database."""
     manage(
         "shell", "--no-imports", "-c",
         "from django.contrib.auth import get_user_model; "
         f"get_user_model().objects.create_user({username!r}, password={password!r})",
         env=env,
     )  # fmt: skip
+
+
+def create_user_with_token(username: str, *, env: dict, password: str = "pass-Word-123") -> str:
+    """Create a user in the site's database; return a new API token for it."""
+    create_user(username, env=env, password=password)
     return manage("create_api_token", username, env=env).strip()
 
 
 @contextmanager
-def daphne(*, env: dict, port: int | None = None, log_path: Path | None = None) -> Iterator[str]:
+def daphne(*, env: dict, port: int | None = None, stderr: IO | None = None) -> Iterator[str]:
     """A real daphne process serving the site; yields http://127.0.0.1:PORT.
 
-    With `log_path`, its stdout and stderr go to that file (tests read its log).
+    Its log goes to `stderr` (an open file) if given, else to the test run's.
     """
     port = port or free_port()
-    log = open(log_path, "ab") if log_path is not None else None  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
          "realtime_site.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
+        cwd=ROOT, env=env, stderr=stderr,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     _servers[url] = process
@@ -117,8 +127,6 @@ def daphne(*, env: dict, port: int | None = None, log_path: Path | None = None) 
     finally:
         _servers.pop(url, None)
         stop(process)
-        if log is not None:
-            log.close()
 
 
 _servers: dict[str, subprocess.Popen] = {}

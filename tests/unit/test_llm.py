@@ -95,7 +95,9 @@ class _ChunkedResponse:
 
 async def test_sse_lines_are_reassembled_across_network_chunks():
     response = _ChunkedResponse(b'data: {"a"', b": 1}\r\n\r\nda", b"ta: [DONE]\n\n")
-    lines = [line async for line in llm._sse_lines(response)]
+    idle = llm._IdleTimeout(30, response)
+    lines = [line async for line in llm._sse_lines(response, idle)]
+    idle.cancel()
     assert lines == [b'data: {"a": 1}', b"", b"data: [DONE]", b""]
 
 
@@ -110,6 +112,46 @@ def test_error_chunk_in_the_stream_is_an_upstream_error():
     with pytest.raises(llm.LLMError) as caught:
         llm._parse_sse_line(b'data: {"error": {"message": "overloaded"}}')
     assert caught.value.code == "upstream_error" and "overloaded" in caught.value.message
+
+
+class _SilentResponse:
+    """A response that sends one chunk, then nothing until it is closed."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def aiter_bytes(self):
+        yield b"data: {}\n"
+        await self.closed.wait()
+        raise ConnectionError("closed")
+
+    async def aclose(self) -> None:
+        self.closed.set()
+
+
+async def test_a_response_silent_for_the_timeout_is_closed_and_flagged():
+    response = _SilentResponse()
+    idle = llm._IdleTimeout(0.05, response)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ConnectionError):
+        async for _ in llm._sse_lines(response, idle):
+            pass
+    assert idle.expired
+    assert 0.05 <= asyncio.get_running_loop().time() - started < 1
+
+
+async def test_chunks_keep_a_response_alive_past_the_timeout():
+    class Trickle:
+        async def aiter_bytes(self):
+            for _ in range(6):
+                await asyncio.sleep(0.02)
+                yield b"data: {}\n"
+
+    response = Trickle()
+    idle = llm._IdleTimeout(0.05, response)  # the whole stream takes 0.12 s
+    lines = [line async for line in llm._sse_lines(response, idle)]
+    idle.cancel()
+    assert len(lines) == 6 and not idle.expired
 
 
 # --- what the real transport raises, mapped (real sockets, fakeai) ----------------------
