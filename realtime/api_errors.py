@@ -88,9 +88,9 @@ class JsonApiErrorsMiddleware:
     """Turns every non-JSON error response under /api/ into a JSON `error`.
 
     Near the top of MIDDLEWARE, so it sees what every other middleware and
-    Django's own exception handling answered. An unhandled exception has already been
-    logged with its traceback by Django when it gets here; the client gets
-    `internal_error` and no traceback.
+    Django's own exception handling answered. Django has already logged an
+    unhandled exception with its traceback when its 500 gets here; the client
+    gets `internal_error` and no traceback.
     """
 
     sync_capable = True
