@@ -19,13 +19,13 @@ from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from accounts.models import ApiToken, hash_token
-from realtime import wire
+from realtime import api_errors, wire
 from realtime.db import on_db_pool
 
 # The only HTTP paths a bearer token opens.
@@ -106,9 +106,7 @@ def _token_to_check(request: HttpRequest) -> str | None:
 def _authenticate(request: HttpRequest, token: ApiToken | None) -> HttpResponse | None:
     """Make the token's user the request's user; a refusal if the token is not valid."""
     if token is None:
-        return JsonResponse(
-            wire.error(wire.UNAUTHORIZED, "Invalid API token", retryable=False), status=401
-        )
+        return api_errors.error_response(wire.UNAUTHORIZED, "Invalid API token")
     request.user = token.user
     request.auser = _resolved(token.user)
     request.api_token = token

@@ -175,5 +175,6 @@ def client_event(
         content=content,
         conversation_id=wire.int_field(data, "conversation_id"),
         message_id=wire.int_field(data, "message_id"),
-        after=wire.int_field(data, "after", -1),
+        # -1: from the first token; lower would index the stream from its end.
+        after=wire.int_field(data, "after", -1, minimum=-1),
     )

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts.auth import request_user
 from chat import events, selectors, services
 from chat.models import Conversation
-from realtime import ratelimit, wire
+from realtime import api_errors, ratelimit, wire
 
 # --- pages ---------------------------------------------------------------------------
 
@@ -83,19 +83,8 @@ def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpRespo
 
 
 # --- Server-Sent Events -----------------------------------------------------------------
-HTTP_STATUS_FOR_CODE = {
-    wire.INVALID_JSON: 400,
-    wire.INVALID_EVENT: 400,
-    wire.EMPTY_CONTENT: 400,
-    wire.TOO_LARGE: 413,
-    wire.NOT_FOUND: 404,
-    wire.BUSY: 409,
-    wire.RATE_LIMITED: 429,
-}
-
-
 def _error_response(exc: wire.ProtocolError) -> JsonResponse:
-    response = JsonResponse(wire.error_from(exc), status=HTTP_STATUS_FOR_CODE.get(exc.code, 400))
+    response = api_errors.protocol_error_response(exc)
     if response.status_code == 429:
         # The per-user message limit counts in one-minute windows (chat.services).
         response["Retry-After"] = str(ratelimit.window_retry_after_s(60))
@@ -103,9 +92,7 @@ def _error_response(exc: wire.ProtocolError) -> JsonResponse:
 
 
 def _unauthorized() -> JsonResponse:
-    return JsonResponse(
-        wire.error(wire.UNAUTHORIZED, "Log in or send an API token", retryable=False), status=401
-    )
+    return api_errors.error_response(wire.UNAUTHORIZED, "Log in or send an API token")
 
 
 def _sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -180,10 +167,7 @@ async def resume_stream(request: HttpRequest, message_id: int) -> HttpResponse:
         return _unauthorized()
     after_raw = request.GET.get("after", request.headers.get("Last-Event-ID", "-1"))
     try:
-        after = int(after_raw)
-    except ValueError:
-        return _error_response(wire.ProtocolError(wire.INVALID_EVENT, "'after' must be an integer"))
-    try:
+        after = wire.int_field({"after": after_raw}, "after", -1, minimum=-1)
         await services.get_own_reply(user=user, message_id=message_id)
     except wire.ProtocolError as exc:
         return _error_response(exc)

@@ -16,7 +16,8 @@ type. What every socket gets:
   reaches the client as an `error` and the log as a traceback;
 - a `socket_id` on its log lines and a place in the open sockets gauge under
   its `route`;
-- nothing is sent on a socket that has closed.
+- nothing is sent on a socket that has closed, and a send that races the
+  peer's close is dropped quietly.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+from autobahn.exception import Disconnected
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -39,6 +41,10 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY_FRAMES = 4429
+
+# What a send raises when it races the peer's close: an OSError by the ASGI
+# spec, autobahn's Disconnected under daphne. The disconnect event follows.
+SOCKET_GONE = (OSError, Disconnected)
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -156,8 +162,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.send_event({"type": "pong"})
 
     async def send_event(self, event: dict) -> None:
-        if not self.closing:
+        if self.closing:
+            return
+        try:
             await self.send(text_data=wire.dumps(event))
+        except SOCKET_GONE:
+            self.closing = True
 
     # --- followers -------------------------------------------------------------------
     def start_follower(self, key: Any, work: Awaitable[None], **error_fields: Any) -> None:

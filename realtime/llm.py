@@ -13,11 +13,13 @@ import asyncio
 import json
 import logging
 import random
+import socket
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 
+import aiohttp
 import httpx2
 import openai
 from django.conf import settings
@@ -150,6 +152,9 @@ def _retry_after_seconds(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+UNREACHABLE_MESSAGE = "Cannot reach the model service."
+
+
 def map_error(exc: BaseException) -> LLMError:
     """Map an openai/transport exception to one of our codes."""
     if isinstance(exc, LLMError):
@@ -161,8 +166,6 @@ def map_error(exc: BaseException) -> LLMError:
             retryable=True,
             retry_after=_retry_after_seconds(exc),
         )
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException | TimeoutError):
-        return LLMError(wire.TIMEOUT, "The model took too long to answer.", retryable=True)
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500 or exc.status_code == 409:
             return LLMError(
@@ -175,7 +178,12 @@ def map_error(exc: BaseException) -> LLMError:
             f"The model service refused the request (HTTP {exc.status_code}).",
             retryable=False,
         )
-    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+    failure = _transport_failure(exc)
+    if failure == "unreachable":
+        return LLMError(wire.UPSTREAM_ERROR, UNREACHABLE_MESSAGE, retryable=True)
+    if failure == "timeout":
+        return LLMError(wire.TIMEOUT, "The model took too long to answer.", retryable=True)
+    if failure == "broken":
         return LLMError(
             wire.UPSTREAM_ERROR, "The connection to the model service broke.", retryable=True
         )
@@ -184,6 +192,51 @@ def map_error(exc: BaseException) -> LLMError:
         "The model service sent a response we could not read.",
         retryable=True,
     )
+
+
+def _transport_failure(exc: BaseException) -> str | None:
+    """What went wrong on the way to the model: unreachable, timeout, broken (or None).
+
+    The aiohttp transport's own exception, somewhere in the chain, tells the
+    truth: the transport reports every aiohttp connection error (a refused
+    connection, a failed DNS lookup, a server that hung up) as
+    httpx2.ConnectTimeout, which the SDK raises as APITimeoutError. A connect
+    timeout counts as unreachable (the model never got the request); only a
+    wait for an answer that ran out is a timeout.
+    """
+    causes = _causes(exc)
+    reported = next((cause for cause in causes if isinstance(cause, aiohttp.ClientError)), None)
+    if reported is not None:
+        if isinstance(reported, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            return "unreachable"
+        if isinstance(reported, aiohttp.ServerTimeoutError):
+            return "timeout"
+        return "broken"
+    # Other transports name the failure in their own exception types.
+    for failure, types in _FAILURE_TYPES:
+        if any(isinstance(cause, types) for cause in causes):
+            return failure
+    return None
+
+
+_FAILURE_TYPES = (
+    (
+        "unreachable",
+        (httpx2.ConnectError, httpx2.ConnectTimeout, ConnectionRefusedError, socket.gaierror),
+    ),
+    ("timeout", (httpx2.TimeoutException, openai.APITimeoutError, TimeoutError)),
+    ("broken", (httpx2.TransportError, openai.APIConnectionError, ConnectionError)),
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what it was raised from, outermost first (cycles cut)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and not any(current is seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _backoff_seconds(attempt: int, error: LLMError) -> float:
@@ -244,8 +297,9 @@ async def stream_chat(
                 if choice.get("finish_reason") is not None:
                     finished = True
                 text = (choice.get("delta") or {}).get("content")
-                if text and "\x00" in text:
-                    text = text.replace("\x00", "")  # PostgreSQL text cannot store NUL
+                if text:
+                    # No NUL, no lone surrogate: the text is stored and sent on.
+                    text = wire.clean_text(text)
                 if text:
                     metrics.mark_token()
                     yield text

@@ -118,7 +118,7 @@ class _Buffer:
 
     async def read_batches(self, after: int) -> AsyncIterator[list[tuple[int, dict]]]:
         idle_s = settings.STREAM_READER_IDLE_SECONDS
-        seq = after + 1
+        seq = max(after, -1) + 1  # a negative index would read from the end
         self.readers += 1
         try:
             while True:

@@ -33,6 +33,10 @@ TOO_MANY_FRAMES = "too_many_frames"
 UNAUTHORIZED = "unauthorized"
 FORBIDDEN = "forbidden"
 INTERNAL_ERROR = "internal_error"
+# HTTP only: refusals Django makes before a view runs.
+INVALID_REQUEST = "invalid_request"
+METHOD_NOT_ALLOWED = "method_not_allowed"
+CSRF_FAILED = "csrf_failed"
 
 RETRYABLE_CODES = frozenset(
     {BUSY, RATE_LIMITED, UPSTREAM_ERROR, TIMEOUT, INTERRUPTED, INTERNAL_ERROR}
@@ -41,6 +45,13 @@ RETRYABLE_CODES = frozenset(
 # Deeper JSON than this is refused before anything walks it (a 2 KB frame of
 # nested arrays otherwise exhausts the recursion limit of whatever reads it).
 MAX_JSON_DEPTH = 32
+
+# JSON may carry lone UTF-16 surrogates as escapes ("\ud800"); decoded, they
+# make a string that cannot be encoded as UTF-8: not sent on a socket, not
+# stored by a database driver. (Escaped pairs decode to one code point.)
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# A cheap look at the raw text before walking the decoded frame.
+_MAY_HOLD_SURROGATES = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 
 
 class ProtocolError(Exception):
@@ -94,24 +105,56 @@ def sse(payload: dict, *, event_id: int | None = None) -> bytes:
 
 # --- client -> server ------------------------------------------------------------
 def parse_frame(raw: str | bytes, *, max_frame_bytes: int) -> dict:
-    """Validate one client JSON frame: size, JSON, nesting depth, an object.
+    """Validate one client JSON frame: size, UTF-8, JSON, nesting depth, an object.
 
-    Raises ProtocolError with a precise code.
+    Lone surrogates in its strings become U+FFFD, so what comes out can be
+    stored and sent. Raises ProtocolError with a precise code.
     """
-    size = len(raw.encode() if isinstance(raw, str) else raw)
+    size = len(raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw)
     if size > max_frame_bytes:
         raise ProtocolError(TOO_LARGE, f"Frame is {size} bytes; the limit is {max_frame_bytes}")
+    if isinstance(raw, bytes):
+        try:
+            # JSON between systems is UTF-8 (RFC 8259); json.loads would also
+            # take UTF-16 and surrogates encoded as bytes.
+            raw = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ProtocolError(INVALID_JSON, "Frame is not valid UTF-8") from None
     try:
         data = json.loads(raw)
     except RecursionError:
         raise ProtocolError(INVALID_JSON, "Frame is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         raise ProtocolError(INVALID_JSON, "Frame is not valid JSON") from None
     if not isinstance(data, dict):
         raise ProtocolError(INVALID_EVENT, "Frame must be a JSON object")
     if _depth_exceeds(data, MAX_JSON_DEPTH):
         raise ProtocolError(INVALID_JSON, "Frame is nested too deeply")
+    if _MAY_HOLD_SURROGATES.search(raw):
+        data = _replace_lone_surrogates(data)
     return data
+
+
+def clean_text(value: str) -> str:
+    """`value` without NUL (PostgreSQL text cannot store it) and with lone
+    surrogates as U+FFFD (what a browser sends for them in a text frame)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    return value if value.isascii() else _LONE_SURROGATE.sub("\ufffd", value)
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """Every string of a decoded frame, keys included, made encodable.
+
+    Recursive, but only after the depth check has bounded the nesting.
+    """
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    return value
 
 
 def event_type(data: dict, *, allowed: Iterable[str], default: str | None = None) -> str:
@@ -139,11 +182,11 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
 def text_field(
     data: dict, key: str, *, max_chars: int, required: bool = True, default: str = ""
 ) -> str:
-    """A string field, stripped, without NUL (PostgreSQL text cannot store it)."""
+    """A string field, stripped and cleaned (`clean_text`): safe to store and to send."""
     value = data.get(key, default)
     if not isinstance(value, str):
         raise ProtocolError(INVALID_EVENT, f"'{key}' must be a string")
-    value = value.replace("\x00", "").strip()
+    value = clean_text(value).strip()
     if required and not value:
         raise ProtocolError(EMPTY_CONTENT, f"'{key}' is empty")
     if len(value) > max_chars:
@@ -158,7 +201,9 @@ _DIGITS = re.compile(r"-?[0-9]{1,18}")
 MAX_INT_FIELD = 2**53
 
 
-def int_field(data: dict, key: str, default: int | None = None) -> int | None:
+def int_field(
+    data: dict, key: str, default: int | None = None, *, minimum: int | None = None
+) -> int | None:
     """An optional integer field; digit strings are accepted (form posts send them)."""
     value = data.get(key, default)
     if value is None:
@@ -169,4 +214,6 @@ def int_field(data: dict, key: str, default: int | None = None) -> int | None:
         raise ProtocolError(INVALID_EVENT, f"'{key}' must be an integer")
     if abs(value) > MAX_INT_FIELD:
         raise ProtocolError(INVALID_EVENT, f"'{key}' is out of range")
+    if minimum is not None and value < minimum:
+        raise ProtocolError(INVALID_EVENT, f"'{key}' must be {minimum} or more")
     return value

@@ -93,6 +93,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every response, even one a later middleware makes, gets a request id.
     "realtime.log_context.RequestIdMiddleware",
+    # Next: it turns every other layer's error pages under /api/ into JSON.
+    "realtime.api_errors.JsonApiErrorsMiddleware",
     "realtime.db.ReleaseConnectionsWhileStreaming",
     "django.middleware.security.SecurityMiddleware",
     "realtime.security.ContentSecurityPolicyMiddleware",
@@ -219,6 +221,8 @@ LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("LOGIN_MAX_FAILURES_PER_ACCOUNT", defau
 LOGIN_MAX_FAILURES_PER_ADDRESS = env.int("LOGIN_MAX_FAILURES_PER_ADDRESS", default=20)
 # The lock lifts this long after the latest failure.
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=300)
+# Under /api/ a CSRF failure is a JSON error saying why; pages keep Django's.
+CSRF_FAILURE_VIEW = "realtime.api_errors.csrf_failure"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"

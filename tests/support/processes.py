@@ -135,3 +135,8 @@ _servers: dict[str, subprocess.Popen] = {}
 def pid_of(url: str) -> int:
     """The pid of the daphne serving `url` (to signal or kill it)."""
     return _servers[url].pid
+
+
+def is_running(url: str) -> bool:
+    """True while the daphne serving `url` has not exited."""
+    return _servers[url].poll() is None

@@ -1,14 +1,18 @@
-"""Pure parts of the LLM boundary: prompt budgeting, metrics, error mapping."""
+"""The LLM boundary: prompt budgeting, metrics, and errors mapped from real failures."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import socket
 
+import aiohttp
 import httpx2
 import openai
 import pytest
 
 from realtime import llm
+from tests.support import processes
 
 
 def turn(role: str, chars: int) -> dict:
@@ -148,3 +152,103 @@ async def test_chunks_keep_a_response_alive_past_the_timeout():
     lines = [line async for line in llm._sse_lines(response, idle)]
     idle.cancel()
     assert len(lines) == 6 and not idle.expired
+
+
+# --- what the real transport raises, mapped (real sockets, fakeai) ----------------------
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def model_at(settings):
+    """Point the client at a base URL, with no retries and short timeouts."""
+
+    def point(base_url: str) -> None:
+        settings.OPENAI_BASE_URL = base_url
+        settings.OPENAI_API_KEY = "test-key"
+        settings.LLM_MAX_RETRIES = 0
+        settings.LLM_TIMEOUT_SECONDS = 0.5
+        settings.LLM_CONNECT_TIMEOUT_SECONDS = 2
+        llm.reset_clients()
+
+    yield point
+    llm.reset_clients()
+
+
+async def failure_of(model: str = "fakeai") -> llm.LLMError:
+    """The error that ends a streamed answer."""
+    try:
+        with pytest.raises(llm.LLMError) as caught:
+            async for _ in llm.stream_chat(HI, model=model):
+                pass
+    finally:
+        await llm.close_client()
+    return caught.value
+
+
+async def test_a_refused_connection_is_an_unreachable_model_not_a_timeout(model_at):
+    model_at(f"http://127.0.0.1:{processes.free_port()}/v1")  # nothing listens there
+    error = await failure_of()
+    assert (error.code, error.message, error.retryable) == (
+        "upstream_error",
+        "Cannot reach the model service.",
+        True,
+    )
+
+
+async def test_a_model_that_never_answers_is_a_timeout(model_at, fakeai_url):
+    model_at(fakeai_url)
+    error = await failure_of("fakeai:fault=hang")
+    assert (error.code, error.message) == ("timeout", "The model took too long to answer.")
+
+
+async def test_a_model_that_stops_between_tokens_is_a_timeout(model_at, fakeai_url):
+    model_at(fakeai_url)
+    assert (await failure_of("fakeai:fault=hang-3")).code == "timeout"
+
+
+async def test_a_server_that_hangs_up_is_a_broken_connection_not_a_timeout(model_at):
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with server:
+        model_at(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1")
+        error = await failure_of()
+    assert (error.code, error.message) == (
+        "upstream_error",
+        "The connection to the model service broke.",
+    )
+
+
+def _raised_from(*chain: BaseException) -> BaseException:
+    """The first exception, raised from the second, raised from the third…"""
+    for outer, inner in itertools.pairwise(chain):
+        outer.__cause__ = inner
+    return chain[0]
+
+
+def test_a_failed_dns_lookup_is_an_unreachable_model():
+    # The chain the aiohttp transport raises for an unknown host, as seen in a real run.
+    request = httpx2.Request("POST", "http://no-such-host.invalid/v1/chat/completions")
+    key = aiohttp.client_reqrep.ConnectionKey(
+        "no-such-host.invalid", 80, False, True, None, None, None
+    )
+    dns = socket.gaierror(-2, "Name or service not known")
+    exc = _raised_from(
+        openai.APITimeoutError(request=request),
+        httpx2.ConnectTimeout("Cannot connect to host no-such-host.invalid:80"),
+        aiohttp.ClientConnectorDNSError(key, dns),
+        dns,
+    )
+    assert llm.map_error(exc).message == "Cannot reach the model service."
+
+
+def test_a_connect_timeout_is_an_unreachable_model():
+    request = httpx2.Request("POST", "http://10.255.255.1/v1/chat/completions")
+    exc = _raised_from(
+        openai.APITimeoutError(request=request),
+        httpx2.ConnectTimeout("Connection timeout to host"),
+        aiohttp.ConnectionTimeoutError("Connection timeout to host"),
+    )
+    assert llm.map_error(exc).code == "upstream_error"

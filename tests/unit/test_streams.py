@@ -43,6 +43,16 @@ async def test_reader_starts_after_the_given_sequence():
     assert [seq for seq, _ in await collect(streams, "r", after=2)] == [3, 4, 5]
 
 
+async def test_an_after_below_minus_one_reads_from_the_start_not_from_the_end():
+    streams = MemoryStreams()
+    await streams.open("r", control_channel="c")
+    for index in range(3):
+        await streams.append("r", tok(index))
+    await streams.finish("r", DONE)
+    assert [seq for seq, _ in await collect(streams, "r", after=-3)] == [0, 1, 2, 3]
+    assert [seq for seq, _ in await collect(streams, "r", after=-(2**53))] == [0, 1, 2, 3]
+
+
 async def test_several_readers_see_the_same_events():
     streams = MemoryStreams()
     await streams.open("r", control_channel="c")

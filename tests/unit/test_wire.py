@@ -64,6 +64,40 @@ def test_event_type_defaults_and_restricts():
     assert code_of(lambda: wire.event_type({"type": "x" * 500}, allowed={"a"})) == "unknown_type"
 
 
+def test_escaped_lone_surrogates_become_replacement_characters_everywhere():
+    raw = '{"type": "\\ud800", "\\udfffk": ["a\\udc00b", {"x": "\\uDBFF"}]}'
+    frame = wire.parse_frame(raw, max_frame_bytes=1000)
+    assert frame == {"type": "\ufffd", "\ufffdk": ["a\ufffdb", {"x": "\ufffd"}]}
+    # Encodable now: it can be sent on a socket and stored.
+    assert json.loads(wire.dumps(frame).encode()) == frame
+
+
+def test_an_escaped_surrogate_pair_is_one_character_and_kept():
+    frame = wire.parse_frame('{"c": "\\ud83d\\ude00 \\\\ud800"}', max_frame_bytes=100)
+    assert frame == {"c": "😀 \\ud800"}  # an escaped backslash is not an escape
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"c": "\xed\xa0\x80"}', '{"c": "x"}'.encode("utf-16"), b'{"c": "\xff"}'],
+)
+def test_a_bytes_frame_must_be_utf8(raw):
+    assert code_of(lambda: wire.parse_frame(raw, max_frame_bytes=1000)) == "invalid_json"
+
+
+def test_a_utf8_bytes_frame_may_start_with_a_byte_order_mark():
+    assert wire.parse_frame(b'\xef\xbb\xbf{"c": "\xc3\xa9"}', max_frame_bytes=100) == {"c": "é"}
+
+
+def test_clean_text_drops_nul_and_replaces_lone_surrogates():
+    assert wire.clean_text("a\x00b\ud800c") == "ab\ufffdc"
+    assert wire.clean_text("plain 😀") == "plain 😀"
+
+
+def test_text_field_replaces_lone_surrogates():
+    assert wire.text_field({"c": " \udfffa "}, "c", max_chars=5) == "\ufffda"
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [(7, 7), ("12", 12), ("-1", -1), (None, None)],
@@ -75,6 +109,12 @@ def test_int_field_accepts_ints_and_digit_strings(value, expected):
 @pytest.mark.parametrize("value", [True, 1.5, "abc", "²", "1" * 40, 2**60, [], {}])
 def test_int_field_refuses_everything_else(value):
     assert code_of(lambda: wire.int_field({"n": value}, "n")) == "invalid_event"
+
+
+def test_int_field_minimum():
+    assert wire.int_field({"n": -1}, "n", minimum=-1) == -1
+    assert code_of(lambda: wire.int_field({"n": -2}, "n", minimum=-1)) == "invalid_event"
+    assert code_of(lambda: wire.int_field({"n": "-2"}, "n", minimum=-1)) == "invalid_event"
 
 
 def test_text_field_strips_nul_and_checks_length():
