@@ -167,9 +167,10 @@ else:
     # PostgreSQL: psycopg's pool keeps connections open between calls, per process.
     # Kept open from the start for the database threads: a burst of messages
     # must not wait for the pool to grow one new connection at a time.
+    _pool_max_size = env.int("DB_POOL_MAX_SIZE", default=DB_THREADS + 8)
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": DB_THREADS,
-        "max_size": env.int("DB_POOL_MAX_SIZE", default=DB_THREADS + 8),
+        "min_size": min(DB_THREADS, _pool_max_size),
+        "max_size": _pool_max_size,
         "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", default=10.0),
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
