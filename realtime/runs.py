@@ -101,15 +101,39 @@ class Producer(Protocol):
 
 
 class Run:
-    """A running producer: its stream key, its control channel, its task."""
+    """A running producer: its stream key, its control channel, its task, its readers."""
 
-    def __init__(self, key: str, control_channel: str, producer: Producer) -> None:
+    def __init__(
+        self, key: str, control_channel: str, producer: Producer, *, abandon_when_unread: bool
+    ) -> None:
         self.key = key
         self.control_channel = control_channel
         self.producer = producer
         self.stop: StopReason | None = None
         self.task: asyncio.Task | None = None
         self._streams = get_streams()
+        self._abandon_when_unread = abandon_when_unread
+        self._readers = 1  # the starter follows what it started
+        self._orphan_timer: asyncio.TimerHandle | None = None
+
+    def control(self, kind: str) -> None:
+        """Act on a control message: `cancel`, or a reader joining or leaving."""
+        if kind == CONTROL_CANCEL:
+            self.request_stop(StopReason.CANCEL)
+        elif kind == CONTROL_ATTACH:
+            self._readers += 1
+            self._cancel_orphan_timer()
+        elif kind == CONTROL_DETACH:
+            self._readers -= 1
+            if self._readers <= 0 and self._orphan_timer is None and self._abandon_when_unread:
+                self._orphan_timer = asyncio.get_running_loop().call_later(
+                    settings.RUN_ORPHAN_GRACE_SECONDS, self.request_stop, StopReason.ABANDONED
+                )
+
+    def _cancel_orphan_timer(self) -> None:
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
 
     async def emit(self, event: dict) -> int:
         """Append an event to the run's stream; return its sequence number."""
@@ -138,11 +162,11 @@ async def start(
     control = await get_channel_layer().new_channel()
     streams = get_streams()
     await streams.open(key, control_channel=control)
-    run = Run(key, control, producer)
+    run = Run(key, control, producer, abandon_when_unread=abandon_when_unread)
     # A fresh context: the task must not inherit the request's thread-sensitive
     # executor, which is gone once the request (or socket) that started it ends.
     run.task = asyncio.create_task(
-        _drive(run, abandon_when_unread=abandon_when_unread),
+        _drive(run),
         name=name or f"run:{key}",
         context=contextvars.Context(),
     )
@@ -153,10 +177,10 @@ async def start(
 
 
 @metrics.tracks_run_in_flight
-async def _drive(run: Run, *, abandon_when_unread: bool) -> None:
+async def _drive(run: Run) -> None:
     log_context.bind(run_id=run.key)
     watcher = asyncio.create_task(
-        _watch_control(run, abandon_when_unread=abandon_when_unread),
+        _watch_control(run),
         context=contextvars.Context(),
     )
     watcher.add_done_callback(_log_watcher_failure)
@@ -175,6 +199,7 @@ async def _drive(run: Run, *, abandon_when_unread: bool) -> None:
     metrics.count_run_end(outcome.status.value, outcome.error_code)
     # From here on a cancel cannot skip the terminal event.
     await _regardless_of_cancel(_end(run, outcome))
+    run._cancel_orphan_timer()
 
 
 def _stopped(reason: StopReason | None) -> Outcome:
@@ -220,35 +245,15 @@ def _log_watcher_failure(task: asyncio.Task) -> None:
         logger.error("run control watcher failed", exc_info=task.exception())
 
 
-async def _watch_control(run: Run, *, abandon_when_unread: bool) -> None:
-    """Stop the run on `cancel`, or when every reader has left for too long."""
+async def _watch_control(run: Run) -> None:
+    """Hand the run the control messages other processes send it."""
     layer = get_channel_layer()
-    readers = 1
-    grace: asyncio.TimerHandle | None = None
-    loop = asyncio.get_running_loop()
     try:
-        while True:
+        while run.stop is None:
             message = await layer.receive(run.control_channel)
-            kind = message.get("type")
-            if kind == CONTROL_CANCEL:
-                run.request_stop(StopReason.CANCEL)
-                return
-            if kind == CONTROL_ATTACH:
-                readers += 1
-                if grace is not None:
-                    grace.cancel()
-                    grace = None
-            elif kind == CONTROL_DETACH:
-                readers -= 1
-                if readers <= 0 and grace is None and abandon_when_unread:
-                    grace = loop.call_later(
-                        settings.RUN_ORPHAN_GRACE_SECONDS,
-                        run.request_stop,
-                        StopReason.ABANDONED,
-                    )
+            run.control(message.get("type"))
     finally:
-        if grace is not None:
-            grace.cancel()
+        run._cancel_orphan_timer()
 
 
 # --- from any process ----------------------------------------------------------------
@@ -283,6 +288,12 @@ async def detach(key: str) -> None:
 
 
 async def _control(key: str, kind: str) -> bool:
+    run = _running.get(key)
+    if run is not None:
+        # Ours: no trip through the channel layer, whose receive can drop a
+        # message when another receiver on this process is cancelled.
+        run.control(kind)
+        return True
     control = await get_streams().control_channel(key)
     if control is None:
         return False
