@@ -120,7 +120,7 @@ class _Context:
 _NEW_CONVERSATION = _Context(history=[], model="")
 
 
-@on_db_pool
+@on_db_pool(reads=True)
 def _load_context(*, user, conversation_id: int) -> _Context:
     """The conversation's recent history; raises not_found or _StillStreaming.
 
@@ -347,7 +347,7 @@ async def follow_reply(message_id: int, *, after: int = -1) -> AsyncIterator[tup
         yield -1, stored_terminal_event(await _message(message_id))
 
 
-@on_db_pool
+@on_db_pool(reads=True)
 def _message(message_id: int) -> Message:
     return Message.objects.get(pk=message_id)
 
@@ -378,7 +378,7 @@ def stored_terminal_event(message: Message) -> dict:
     )
 
 
-@on_db_pool
+@on_db_pool(reads=True)
 def get_own_reply(*, user, message_id: int) -> Message:
     """The assistant message, if it belongs to one of the user's conversations."""
     message = Message.objects.filter(

@@ -32,24 +32,37 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-_executor: ThreadPoolExecutor | None = None
+_executors: dict[str, ThreadPoolExecutor] = {}
 
 
-def _db_executor() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=settings.DB_THREADS, thread_name_prefix="db")
-    return _executor
+def _db_executor(*, reads: bool) -> ThreadPoolExecutor:
+    # SQLite (one thread for writes) reads on a thread of its own: in WAL mode
+    # a read need not queue behind the writes of every streaming reply.
+    # PostgreSQL's DB_THREADS threads serve both.
+    kind = "reads" if reads and _pooled() is False and settings.DB_THREADS == 1 else "all"
+    executor = _executors.get(kind)
+    if executor is None:
+        workers = 1 if kind == "reads" else settings.DB_THREADS
+        prefix = "db-reads" if kind == "reads" else "db"
+        executor = _executors[kind] = ThreadPoolExecutor(workers, thread_name_prefix=prefix)
+    return executor
 
 
-def on_db_pool(func: Callable[..., R]) -> Callable[..., Awaitable[R]]:
-    """Run blocking ORM code on the database threads (DB_THREADS of them)."""
+def on_db_pool(
+    func: Callable[..., R] | None = None, *, reads: bool = False
+) -> Callable[..., Awaitable[R]]:
+    """Run blocking ORM code on the database threads (DB_THREADS of them).
+
+    `reads=True` marks code that only reads, which may then run beside writes.
+    """
+    if func is None:
+        return functools.partial(on_db_pool, reads=reads)
 
     @functools.wraps(func)
     async def call(*args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            _db_executor(), functools.partial(_in_db_thread, func, args, kwargs)
+            _db_executor(reads=reads), functools.partial(_in_db_thread, func, args, kwargs)
         )
 
     return call
