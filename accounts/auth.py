@@ -10,11 +10,9 @@ account pages.
 from __future__ import annotations
 
 from importlib import import_module
-from inspect import iscoroutinefunction
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
-from asgiref.sync import markcoroutinefunction
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth import get_user
@@ -27,6 +25,7 @@ from django.utils import timezone
 from accounts.models import ApiToken, hash_token
 from realtime import api_errors, wire
 from realtime.db import on_db_pool
+from realtime.middleware import SyncAndAsyncMiddleware
 
 # The only HTTP paths a bearer token opens.
 TOKEN_PATH_PREFIXES = ("/api/",)
@@ -62,7 +61,7 @@ def _resolved(user):
     return auser
 
 
-class BearerTokenMiddleware:
+class BearerTokenMiddleware(SyncAndAsyncMiddleware):
     """HTTP: under /api/, a bearer token authenticates the request and exempts it from CSRF.
 
     Elsewhere the header is ignored: the page sees the session (or nobody).
@@ -70,18 +69,7 @@ class BearerTokenMiddleware:
     own thread never holds a connection while its response streams.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        if self.is_async:
-            return self._acall(request)
+    def call(self, request: HttpRequest) -> HttpResponse:
         raw = _token_to_check(request)
         if raw is not None:
             refused = _authenticate(request, token_for(raw))
@@ -89,7 +77,7 @@ class BearerTokenMiddleware:
                 return refused
         return self.get_response(request)
 
-    async def _acall(self, request: HttpRequest) -> HttpResponse:
+    async def acall(self, request: HttpRequest) -> HttpResponse:
         raw = _token_to_check(request)
         if raw is not None:
             refused = _authenticate(request, await _token_for(raw))

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.views import csrf
 
 from realtime import wire
+from realtime.middleware import SyncAndAsyncMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponseBase:
     return csrf.csrf_failure(request, reason=reason)
 
 
-class JsonApiErrorsMiddleware:
+class JsonApiErrorsMiddleware(SyncAndAsyncMiddleware):
     """Turns every non-JSON error response under /api/ into a JSON `error`.
 
     Near the top of MIDDLEWARE, so it sees what every other middleware and
@@ -93,21 +93,10 @@ class JsonApiErrorsMiddleware:
     gets `internal_error` and no traceback.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest):
-        if self.async_mode:
-            return self._acall(request)
+    def call(self, request: HttpRequest) -> HttpResponseBase:
         return self._as_json(request, self.get_response(request))
 
-    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+    async def acall(self, request: HttpRequest) -> HttpResponseBase:
         return self._as_json(request, await self.get_response(request))
 
     def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs):

@@ -20,12 +20,13 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+
+from realtime.middleware import SyncAndAsyncMiddleware
 
 # In the order the plain format prints them.
 ID_FIELDS = ("request_id", "socket_id", "run_id")
@@ -107,7 +108,7 @@ def request_id_for(request: HttpRequest) -> str:
     return incoming if _WELL_FORMED_REQUEST_ID.fullmatch(incoming) else new_id()
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(SyncAndAsyncMiddleware):
     """Gives each request an id (the proxy's, or a new one), logged and echoed back.
 
     Every log line of the request carries it, the streaming of an async
@@ -115,27 +116,16 @@ class RequestIdMiddleware:
     it went. Put it first: even a redirect by a later middleware gets an id.
     """
 
-    sync_capable = True
-    async_capable = True
     # Polled by load balancers and served for every page: no access line for these.
     quiet_path_prefixes: tuple[str, ...] = ("/healthz", "/static/")
 
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        # Django runs it sync while a sync-only middleware sits below it.
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest):
-        if self.async_mode:
-            return self.__acall__(request)
+    def call(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         with _request_id_bound(request):
             response = self.get_response(request)
         return self._finish(request, response, started)
 
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+    async def acall(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         with _request_id_bound(request):
             response = await self.get_response(request)
