@@ -100,14 +100,12 @@ from bench.harness import (
     create_users,
     fakeai_stats,
     machine_info,
-    manage,
     print_log_problems,
     py_spy,
     server_log_report,
-    site_environment,
     start_daphnes,
-    start_fakeai,
     start_lean_relay,
+    start_site,
     write_json,
 )
 from bench.soak import run_soak
@@ -751,21 +749,7 @@ def run_benchmark(params: Params) -> dict:
     with tempfile.TemporaryDirectory(prefix="chat_load-") as tmp_name:
         tmp = Path(tmp_name)
         with contextlib.ExitStack() as stack:
-            fakeai = start_fakeai(
-                stack, log_dir=tmp, ttft_ms=params.ttft_ms, tps=params.tps, tokens=params.tokens
-            )
-            env = site_environment(
-                fakeai_url=fakeai.url + "/v1",
-                sqlite_path=tmp / "bench.sqlite3",
-                redis_postgres=params.redis_postgres,
-                pg_url=params.pg_url,
-                pg_database=params.pg_database,
-                redis_url=params.redis_url,
-                db_query=params.db_query,
-                extra=params.site_env,
-            )
-            print("migrating and creating users ...", file=sys.stderr, flush=True)
-            manage("migrate", "--noinput", env=env)
+            fakeai, env = start_site(stack, params, log_dir=tmp)
             tokens = create_users(max(params.users), env=env)
             lean = start_lean_relay(stack, upstream_url=fakeai.url + "/v1", log_dir=tmp)
             daphnes = start_daphnes(stack, params.processes, env=env, log_dir=tmp)

@@ -20,12 +20,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import openai
 import psutil
 
 from bench.stats import rnd
 from tests.support import processes
+
+if TYPE_CHECKING:
+    from bench.chat_load import Params
 
 ROOT = processes.ROOT
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -155,6 +159,28 @@ def site_environment(
             **(extra or {}),
         },
     )
+
+
+def start_site(
+    stack: contextlib.ExitStack, params: Params, *, log_dir: Path
+) -> tuple[Server, dict]:
+    """fakeai, and the site's environment with its database migrated, as `params` say."""
+    fakeai = start_fakeai(
+        stack, log_dir=log_dir, ttft_ms=params.ttft_ms, tps=params.tps, tokens=params.tokens
+    )
+    env = site_environment(
+        fakeai_url=fakeai.url + "/v1",
+        sqlite_path=log_dir / "bench.sqlite3",
+        redis_postgres=params.redis_postgres,
+        pg_url=params.pg_url,
+        pg_database=params.pg_database,
+        redis_url=params.redis_url,
+        db_query=params.db_query,
+        extra=params.site_env,
+    )
+    print("migrating and creating users ...", file=sys.stderr, flush=True)
+    manage("migrate", "--noinput", env=env)
+    return fakeai, env
 
 
 def manage(*args: str, env: dict, timeout_s: float = 300) -> str:

@@ -32,12 +32,10 @@ from bench.harness import (
     code_version,
     create_users,
     machine_info,
-    manage,
     print_log_problems,
     server_log_report,
-    site_environment,
     start_daphnes,
-    start_fakeai,
+    start_site,
     write_json,
 )
 from bench.stats import fmt, pcts, rnd, slope_per_thousand
@@ -183,21 +181,7 @@ def run_soak(params: Params, *, stamp: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="chat_soak-") as tmp_name:
         tmp = Path(tmp_name)
         with contextlib.ExitStack() as stack:
-            fakeai = start_fakeai(
-                stack, log_dir=tmp, ttft_ms=params.ttft_ms, tps=params.tps, tokens=params.tokens
-            )
-            env = site_environment(
-                fakeai_url=fakeai.url + "/v1",
-                sqlite_path=tmp / "bench.sqlite3",
-                redis_postgres=params.redis_postgres,
-                pg_url=params.pg_url,
-                pg_database=params.pg_database,
-                redis_url=params.redis_url,
-                db_query=params.db_query,
-                extra=params.site_env,
-            )
-            print("migrating and creating users ...", file=sys.stderr, flush=True)
-            manage("migrate", "--noinput", env=env)
+            fakeai, env = start_site(stack, params, log_dir=tmp)
             tokens = create_users(params.soak_concurrency, env=env)
             (daphne,) = start_daphnes(stack, 1, env=env, log_dir=tmp)
             print(
