@@ -370,7 +370,7 @@ class _IdleTimeout:
             return
         self.expired = True
         # The pending read then fails, and stream_chat reports a timeout.
-        self._closing = self._loop.create_task(self._response.aclose())
+        self._closing = self._loop.create_task(self._response.aclose())  # held: not GC-ed
 
     def cancel(self) -> None:
         self._handle.cancel()
