@@ -99,6 +99,9 @@ class Producer(Protocol):
     def terminal_event(self, run: Run, outcome: Outcome) -> dict:
         """The run's last event; must not fail or wait."""
 
+    # Optional: `async def ended(self, run, outcome)`, called once the terminal
+    # event is out (e.g. to free a lease and start what waited for this run).
+
 
 class Run:
     """A running producer: its stream key, its control channel, its task, its readers."""
@@ -222,6 +225,12 @@ async def _end(run: Run, outcome: Outcome) -> None:
         logger.exception("building a run's terminal event failed key=%s", run.key)
         terminal = wire.error(FAILED.code, FAILED.message)
     await get_streams().finish(run.key, terminal)
+    ended = getattr(run.producer, "ended", None)
+    if ended is not None:
+        try:
+            await ended(run, outcome)
+        except Exception:
+            logger.exception("a run's end hook failed key=%s", run.key)
 
 
 async def _regardless_of_cancel(work: Awaitable[None]) -> None:

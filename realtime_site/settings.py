@@ -281,6 +281,29 @@ STREAM_FLUSH_MS = env.int("STREAM_FLUSH_MS", default=15)
 # A reader waiting this long with no event re-checks that the producer is alive.
 STREAM_READER_IDLE_SECONDS = env.float("STREAM_READER_IDLE_SECONDS", default=15.0)
 
+# A lease (realtime.locks: one AI turn per room) a dead process held frees after this long.
+LEASE_TTL_SECONDS = env.float("LEASE_TTL_SECONDS", default=15.0)
+
+# --- Rooms ----------------------------------------------------------------------------
+ROOM_MAX_MESSAGE_CHARS = env.int("ROOM_MAX_MESSAGE_CHARS", default=4000)
+ROOM_RATE_LIMIT_PER_MINUTE = env.int("ROOM_RATE_LIMIT_PER_MINUTE", default=30)
+# Messages a room opens with (room_state) and per older page.
+ROOM_PAGE_MESSAGES = env.int("ROOM_PAGE_MESSAGES", default=50)
+# A person's typing is told to the room at most this often.
+ROOM_TYPING_THROTTLE_SECONDS = env.float("ROOM_TYPING_THROTTLE_SECONDS", default=2.0)
+# A socket renews its presence this often; a presence not renewed for
+# PRESENCE_TTL_SECONDS (its process died) is gone.
+PRESENCE_HEARTBEAT_SECONDS = env.float("PRESENCE_HEARTBEAT_SECONDS", default=5.0)
+PRESENCE_TTL_SECONDS = env.float("PRESENCE_TTL_SECONDS", default=15.0)
+ROOM_SYSTEM_PROMPT = env.str(
+    "ROOM_SYSTEM_PROMPT",
+    default=(
+        "You are the AI participant of a group chat. Messages from people start with"
+        " their name. Answer the latest messages, addressing people by name when it"
+        " helps; be concise; use Markdown for code and lists."
+    ),
+)
+
 # --- Chat ---------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
