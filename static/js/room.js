@@ -8,8 +8,11 @@
 // - streamed AI tokens are plain text (a Text node), buffered and written once
 //   per animation frame; only the server's sanitized `html` from
 //   `ai_complete`/`ai_cancelled` is ever assigned with innerHTML;
-// - an AI reply outlives the socket: after a reconnect we `resume` from the
-//   highest token index we have and keep filling the same bubble.
+// - an AI reply outlives the socket. On every connect the server replays the
+//   turn under way from its first token (its first frame holds the backlog),
+//   so that frame replaces the bubble's text; a reply that ended while we were
+//   away and is not in `room_state` is asked for with `resume` from the
+//   highest token index we have.
 
 import { refreshRelativeTimes, relativeTime } from "./app.js";
 import { el, enhanceCodeBlocks, latencyBadge, thinkingIndicator } from "./messages.js";
@@ -134,9 +137,15 @@ function buildStoredMessage(m) {
   }
   const body = el("div", { class: "message-body prose", "data-testid": "message-body" });
   const article = buildMessage({ id: m.id, role: "assistant", status: m.status, createdAt: m.created_at, body });
-  if (m.status === "streaming") body.append(thinkingIndicator("The AI is writing…"));
+  if (m.status === "streaming") showPartial(body, m.content);
   else showEnded(article, { ...m, code: m.error_code, message: null }, m.status);
   return article;
+}
+
+/** A streaming reply's text saved so far (the replay replaces it), or the thinking dots. */
+function showPartial(body, text) {
+  body.replaceChildren(text ? text : thinkingIndicator("The AI is writing…"));
+  body.classList.toggle("is-plain", Boolean(text));
 }
 
 function buildStreamingReply(messageId) {
@@ -201,22 +210,17 @@ function showEnded(article, event, status) {
 }
 
 // --- the AI reply being streamed --------------------------------------------------------
-function trackReply(article, messageId, label) {
+function trackReply(article, messageId) {
   if (state.reply && state.reply.messageId !== messageId) untrackReply();
-  const body = article.querySelector(".message-body");
-  if (label) {
-    body.classList.remove("is-plain");
-    body.replaceChildren(thinkingIndicator(label));
-    article.querySelector(".message-footer").replaceChildren();
-  }
   state.reply = {
     messageId,
     article,
-    body,
+    body: article.querySelector(".message-body"),
     lastIndex: -1,
     buffer: "",
     textNode: null,
     frame: 0,
+    replay: true, // the first frame holds every token so far: it replaces the text shown
     stopRequested: false,
   };
   article.dataset.status = "streaming";
@@ -253,11 +257,12 @@ function flush(reply) {
   if (reply.frame) cancelAnimationFrame(reply.frame);
   reply.frame = 0;
   if (!reply.buffer) return;
-  if (!reply.textNode) {
+  if (!reply.textNode || reply.replay) {
     reply.textNode = document.createTextNode("");
     reply.body.replaceChildren(reply.textNode);
     reply.body.classList.add("is-plain");
     reply.article.classList.add("is-generating");
+    reply.replay = false;
   }
   reply.textNode.appendData(reply.buffer);
   reply.buffer = "";
@@ -322,8 +327,20 @@ function requestStop() {
   updateStop();
 }
 
-function resume(reply) {
+/** A new socket replays the turn from its first token: the next frame replaces the text. */
+function replayFromStart(reply) {
+  if (reply.frame) cancelAnimationFrame(reply.frame);
+  reply.frame = 0;
+  reply.buffer = "";
+  reply.lastIndex = -1;
+  reply.replay = true;
   reply.stopRequested = false; // a cancel sent on the old socket may never have arrived
+  updateStop();
+}
+
+/** Ask for what we missed of a reply the server does not replay by itself. */
+function resume(reply) {
+  reply.stopRequested = false;
   sendFrame({ type: "resume", message_id: reply.messageId, after: reply.lastIndex });
   updateStop();
 }
@@ -381,17 +398,11 @@ const handlers = {
     const turn = event.ai_turn;
     const tracked = state.reply;
     if (turn) {
-      if (tracked?.messageId === turn.message_id) {
-        resume(tracked);
-      } else {
-        // A turn we did not follow yet (a reload, or one that started while
-        // we were away): how much of it a stored text holds is unknown, so replay it all.
-        const article = findMessage(turn.message_id) ?? buildStreamingReply(turn.message_id);
-        if (!article.isConnected) placeMessage(article);
-        resume(trackReply(article, turn.message_id, "Catching up with the AI…"));
-      }
-    } else if (tracked && findMessage(tracked.messageId)?.dataset.status === "streaming") {
-      // It ended while we were away, out of the page the server sent: ask for its end.
+      // The server replays it to this socket from its first token.
+      if (tracked?.messageId === turn.message_id) replayFromStart(tracked);
+      else replyFor(turn.message_id);
+    } else if (tracked && tracked.article.dataset.status === "streaming") {
+      // It ended while we were away, beyond the page the server sent: ask for its end.
       resume(tracked);
     }
     updateControls();
@@ -886,10 +897,13 @@ document.addEventListener("visibilitychange", () => {
 // Stored replies: code blocks get their Copy buttons too.
 enhanceCodeBlocks(ui.inner);
 
-// A reply still streaming when the page loaded: room_state names it, and we
-// replay it from its first token (how much the stored text holds is unknown).
+// A reply still streaming when the page loaded shows the text saved so far
+// until the socket's replay of it arrives.
 const streaming = [...ui.inner.querySelectorAll('.message[data-role="assistant"][data-status="streaming"]')].pop();
-if (streaming) trackReply(streaming, Number(streaming.dataset.messageId), "Connecting to the AI's answer…");
+if (streaming) {
+  showPartial(streaming.querySelector(".message-body"), streaming.querySelector(".message-body").textContent.trim());
+  trackReply(streaming, Number(streaming.dataset.messageId));
+}
 
 scrollToBottom();
 watchForOlderMessages();
