@@ -211,7 +211,13 @@ function showEnded(article, event, status) {
 
 // --- the AI reply being streamed --------------------------------------------------------
 function trackReply(article, messageId) {
-  if (state.reply && state.reply.messageId !== messageId) untrackReply();
+  const previous = state.reply;
+  if (previous && previous.messageId !== messageId) {
+    untrackReply();
+    // A new turn started before the previous one's end reached us (a socket
+    // follows one turn at a time): the server has that end; fetch it.
+    if (previous.article.dataset.status === "streaming") settleFromServer(previous.messageId, messageId);
+  }
   state.reply = {
     messageId,
     article,
@@ -221,6 +227,7 @@ function trackReply(article, messageId) {
     textNode: null,
     frame: 0,
     replay: true, // the first frame holds every token so far: it replaces the text shown
+    resuming: false,
     stopRequested: false,
   };
   article.dataset.status = "streaming";
@@ -340,9 +347,30 @@ function replayFromStart(reply) {
 
 /** Ask for what we missed of a reply the server does not replay by itself. */
 function resume(reply) {
+  reply.resuming = true;
   reply.stopRequested = false;
   sendFrame({ type: "resume", message_id: reply.messageId, after: reply.lastIndex });
   updateStop();
+}
+
+/** Show how a reply ended as the server stored it, from the page of messages before `nextId`. */
+async function settleFromServer(messageId, nextId) {
+  try {
+    const url = `${config.olderUrl}?before=${encodeURIComponent(nextId)}`;
+    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) return;
+    const fragment = document.createRange().createContextualFragment((await response.json()).html);
+    const stored = fragment.querySelector(`.message[data-message-id="${CSS.escape(String(messageId))}"]`);
+    const shown = findMessage(messageId);
+    if (!stored || !shown || stored.dataset.status === "streaming" || shown.dataset.status !== "streaming") return;
+    if (state.reply?.messageId === messageId) return; // followed again meanwhile
+    enhanceCodeBlocks(stored);
+    refreshRelativeTimes(fragment);
+    shown.replaceWith(stored);
+    scrollToBottomIfStuck();
+  } catch {
+    // It stays as streamed; a reload shows its end.
+  }
 }
 
 // --- room_state: what the server holds, merged into what the page shows ---------------
@@ -445,6 +473,7 @@ const handlers = {
   ai_token(event) {
     const reply = replyFor(event.message_id);
     if (!reply) return;
+    reply.resuming = false;
     // Resume may replay tokens we already have: the index says which.
     if (event.index <= reply.lastIndex) return;
     reply.lastIndex = event.index;
@@ -468,6 +497,9 @@ const handlers = {
     // One frame refused; the connection carries on.
     if (MESSAGE_REFUSALS.has(event.code) && state.sending.length) {
       failSending(state.sending.shift(), event.message);
+    } else if (state.reply?.resuming && event.code === "not_found") {
+      const { messageId } = state.reply;
+      finishReply({ message_id: messageId, message: event.message, code: event.code }, "error");
     } else if (state.reply?.stopRequested) {
       state.reply.stopRequested = false; // not_streaming or forbidden: the cancel did nothing
       updateStop();

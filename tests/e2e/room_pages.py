@@ -5,9 +5,10 @@ The data-testid contract lives in templates/rooms/ and static/js/room.js.
 
 from __future__ import annotations
 
+import json
 import re
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, WebSocketRoute, expect
 
 from fakeai.replies import reply_tokens
 from tests.e2e.chat_pages import expect_connected, normalize
@@ -109,3 +110,26 @@ def streamed_texts(page: Page) -> list[tuple[int, str]]:
         for record in page.evaluate("window.__streamed")
         if record["text"].strip().startswith("Echo:")
     ]
+
+
+class DropFirstServerEvent:
+    """Routes the page's room sockets through Playwright and drops the first server
+    event of `event_type`, as a server that lost it would. Install before the page
+    opens its socket."""
+
+    def __init__(self, page: Page, event_type: str) -> None:
+        self.event_type = event_type
+        self.dropped = False
+        page.route_web_socket(ROOM_SOCKET, self._route)
+
+    def _route(self, route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            wanted = isinstance(message, str) and json.loads(message)["type"] == self.event_type
+            if wanted and not self.dropped:
+                self.dropped = True
+                return
+            route.send(message)
+
+        server.on_message(forward)

@@ -19,6 +19,7 @@ from tests.e2e.chat_pages import (
 )
 from tests.e2e.room_pages import (
     ROOM_SOCKET,
+    DropFirstServerEvent,
     ai_reply_to,
     create_room,
     enter_room,
@@ -192,6 +193,29 @@ def test_reloading_during_a_reply_shows_it_continue_live(page, other_page, slow_
     shown = streamed_texts(other_page)
     assert shown, "the reloaded page should have shown the reply streaming"
     assert all(full.startswith(text) for _, text in shown), shown
+
+
+def test_a_reply_whose_end_was_lost_is_settled_from_the_server_when_the_next_one_starts(
+    page, other_page, live_site
+):
+    lost = DropFirstServerEvent(other_page, "ai_complete")
+    ana, bo, _ = two_in_a_room(live_site, page, other_page)
+    send(page, "first question")
+    wait_for_status(last_ai_reply(page), "complete")
+    first = ai_reply_to((ana, "first question"), tokens=FAST_TOKENS)
+    expect(last_ai_reply(other_page).get_by_test_id("message-body")).to_have_text(first)
+    assert lost.dropped
+    wait_for_status(last_ai_reply(other_page), "streaming")  # its end never came
+
+    send(page, "second question")
+
+    replies = room_messages(other_page, "assistant")
+    expect(replies).to_have_count(2)
+    for reply in (replies.first, replies.last):
+        wait_for_status(reply, "complete")
+        expect(reply.get_by_test_id("latency-badge")).to_contain_text(f"{FAST_TOKENS} tokens")
+    assert text_of(replies.first) == first
+    assert text_of(replies.first) == text_of(room_messages(page, "assistant").first)
 
 
 # --- private rooms, invite links, members -------------------------------------------------
