@@ -3,6 +3,8 @@ against real daphne + fakeai processes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import expect
 
@@ -322,3 +324,56 @@ def test_on_a_phone_the_people_hide_behind_a_toggle_with_the_count(phone_page, l
     wait_for_status(last_ai_reply(page), "complete")
     assert text_of(last_ai_reply(page)) == ai_reply_to((ana, "from my phone"), tokens=FAST_TOKENS)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
+# --- the README's picture -------------------------------------------------------------------
+SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+ROOM_REPLY = """Two good options for a weekend, both about an hour away by train:
+
+| | Lakes | Old town |
+|---|---|---|
+| walking | 3 easy trails | flat, cobbled |
+| if it rains | boat museum | covered market |
+
+**Ana**, the lakes suit your hiking plan; **Bo**, the old town has the food market."""
+
+SEED_ROOM = """
+from django.contrib.auth import get_user_model
+from rooms.models import Room, RoomMessage
+from rooms import services
+User = get_user_model()
+ana, bo = User.objects.get(username="ana"), User.objects.get(username="bo")
+room = services.create_room(owner=ana, name="Weekend trip", is_private=False)
+services.join(room=room, user=bo)
+RoomMessage.objects.create(room=room, role="user", author=ana, content={first!r})
+RoomMessage.objects.create(room=room, role="user", author=bo, content={second!r})
+RoomMessage.objects.create(
+    room=room, role="assistant", status="complete", content={answer!r},
+    ttft_ms=284.0, total_ms=1900.0, tokens=74, tokens_per_second=48.7,
+)
+print(room.slug)
+"""
+
+
+def test_screenshot_of_a_room(page, other_page, live_site):
+    """Writes docs/screenshots/room-desktop.png."""
+    sign_up(page, live_site.url, "ana")  # shown in the picture; the session's database is fresh
+    sign_up(other_page, live_site.url, "bo")
+    seed = SEED_ROOM.format(
+        first="Where should we go this weekend? Somewhere we can walk.",
+        second="Somewhere with good food too, please!",
+        answer=ROOM_REPLY,
+    )
+    slug = processes.manage("shell", "--no-imports", "-c", seed, env=live_site.env).split()[-1]
+    enter_room(page, live_site.url, f"/rooms/{slug}/")
+    enter_room(other_page, live_site.url, f"/rooms/{slug}/")
+    expect(participants(page)).to_have_text(["ana", "bo"])
+
+    other_page.get_by_test_id("composer-input").press_sequentially("Lakes!")
+
+    expect(page.get_by_test_id("typing")).to_have_text("bo is typing…")
+    expect(last_ai_reply(page).get_by_test_id("latency-badge")).to_contain_text("74 tokens")
+    page.get_by_test_id("composer-input").blur()
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOT_DIR / "room-desktop.png", animations="disabled")
