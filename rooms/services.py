@@ -20,12 +20,12 @@ import re
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
 from realtime import llm, locks, ratelimit, runs, wire
-from realtime.db import on_db_pool
+from realtime.db import PeriodicSaver, on_db_pool
 from realtime.rendering import render_markdown, render_markdown_off_loop
 from realtime.runs import Outcome, Run, Status
 from rooms import events
@@ -224,6 +224,13 @@ def ai_message(*, room: Room, message_id: int | None) -> RoomMessage | None:
     return query.order_by("-created_at", "-id").first()
 
 
+async def ended_message(*, room: Room, message_id: int) -> RoomMessage | None:
+    """An AI message whose stream is gone: one still `streaming` lost its process."""
+    if not await runs.is_live(turn_key(message_id)):
+        await _mark_interrupted(message_id)
+    return await ai_message(room=room, message_id=message_id)
+
+
 def stored_terminal_event(message: RoomMessage) -> dict:
     """The terminal event of a finished AI message, rebuilt from the database."""
     if message.status == RoomMessage.Status.COMPLETE:
@@ -364,6 +371,8 @@ class RoomTurn:
         self.html: str | None = None
 
     async def produce(self, run: Run) -> None:
+        # Saved as it grows, so a killed process leaves the partial answer behind.
+        _partials.track(self.message_id, self.parts)
         try:
             async for text in self.tokens:
                 await run.emit(
@@ -371,6 +380,7 @@ class RoomTurn:
                 )
                 self.parts.append(text)
         finally:
+            _partials.forget(self.message_id)
             await self.tokens.aclose()
 
     async def save(self, run: Run, outcome: Outcome) -> None:
@@ -421,6 +431,26 @@ class RoomTurn:
         asyncio.get_running_loop().create_task(
             maybe_start_turn(self.room.pk), context=contextvars.Context()
         )
+
+
+@on_db_pool
+def _save_partials(changed: dict[int, tuple[str, int]]) -> None:
+    table = connection.ops.quote_name(RoomMessage._meta.db_table)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            f"UPDATE {table} SET content = %s, tokens = %s WHERE id = %s AND status = %s",
+            [
+                (text, tokens, message_id, RoomMessage.Status.STREAMING.value)
+                for message_id, (text, tokens) in changed.items()
+            ],
+        )
+
+
+_partials: PeriodicSaver[list[str]] = PeriodicSaver(
+    snapshot=lambda parts: (("".join(parts), len(parts)), len(parts)),
+    save=_save_partials,
+    interval_s=lambda: settings.REPLY_PERSIST_INTERVAL_MS / 1000,
+)
 
 
 @on_db_pool
