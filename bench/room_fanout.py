@@ -94,7 +94,7 @@ from bench.harness import (
     start_fakeai,
     write_json,
 )
-from bench.stats import fmt, pcts, rnd
+from bench.stats import fmt, pcts, percentile, rnd
 
 TARGET_PARTICIPANTS = 100
 TARGET_PROCESSES = 2
@@ -152,6 +152,7 @@ class Params:
     redis_url: str
     turn_timeout_s: float
     max_seconds: float
+    turn_pause_s: float = 0.5
     quick: bool = False
     site_env: dict[str, str] = field(default_factory=dict)
 
@@ -198,6 +199,13 @@ def parse_args(argv: list[str] | None = None) -> Params:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument(
         "--turn-timeout-s", type=float, default=60.0, help="longest wait for one turn"
+    )
+    parser.add_argument(
+        "--turn-pause-s",
+        type=float,
+        default=0.5,
+        help="pause after every participant has a turn's end, before the next message (the "
+        "room's lease is free by then, so the turn runs on the sender's process)",
     )
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="cap on the whole run")
     parser.add_argument(
@@ -253,6 +261,7 @@ def parse_args(argv: list[str] | None = None) -> Params:
         pg_database=args.pg_database,
         redis_url=args.redis_url,
         turn_timeout_s=args.turn_timeout_s,
+        turn_pause_s=args.turn_pause_s,
         max_seconds=args.max_seconds,
         quick=args.quick,
         site_env=site_env,
@@ -403,6 +412,16 @@ def receipt_delays_ms(att: Attributed, stamps: dict[int, int]) -> tuple[list[flo
     return delays, inexact
 
 
+def producer_process(delays_by_server: dict[str, list[float]]) -> str | None:
+    """The process that ran a turn: the one whose participants got its tokens soonest (median).
+
+    The turn runs where its lease was taken, normally the sender's process;
+    the others get its tokens through Redis, a hop later.
+    """
+    medians = {name: percentile(values, 50) for name, values in delays_by_server.items() if values}
+    return min(medians, key=medians.__getitem__) if medians else None
+
+
 def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
     """Spread, delays and delivery of a room's AI messages; `servers[i]`: participant i's."""
     first_seen: dict[int, float] = {}
@@ -413,6 +432,7 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
     spreads: list[float] = []
     delays: list[float] = []
     delays_by_server: dict[str, list[float]] = defaultdict(list)
+    delays_by_role: dict[str, list[float]] = {"producer": [], "other": []}
     inexact = frames = covered = 0
     lost, reordered, missing, by_terminal = 0, 0, 0, Counter()
     problems: list[dict] = []
@@ -423,6 +443,7 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
         stamps = token_stamps(attributed)
         message_spreads = token_spreads_ms([att.arrivals for att in attributed])
         spreads.extend(message_spreads.values())
+        message_delays: dict[str, list[float]] = defaultdict(list)
         for number, (participant, att) in enumerate(zip(received, attributed, strict=True)):
             delivery = check_delivery(
                 att, participant.terminals.get(message_id), last_index=last_index
@@ -435,15 +456,20 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
                 problem = {"message_id": message_id, "participant": number}
                 problems.append(problem | asdict(delivery))
             receipt, not_own = receipt_delays_ms(att, stamps)
-            delays.extend(receipt)
-            delays_by_server[servers[number]].extend(receipt)
+            message_delays[servers[number]].extend(receipt)
             inexact += not_own
             frames += att.frames
             covered += len(att.arrivals)
+        producer = producer_process(message_delays)
+        for name, values in message_delays.items():
+            delays.extend(values)
+            delays_by_server[name].extend(values)
+            delays_by_role["producer" if name == producer else "other"].extend(values)
         messages.append(
             {
                 "message_id": message_id,
                 "tokens": last_index + 1,
+                "producer_process": producer,
                 "spread_ms": pcts(message_spreads.values(), qs=(50, 99)),
             }
         )
@@ -455,6 +481,9 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
         "delay_ms_by_process": {
             name: pcts(values, qs=(50, 99)) for name, values in sorted(delays_by_server.items())
         },
+        # Participants on the process that ran the turn, and on the other processes.
+        "delay_ms_producer_process": pcts(delays_by_role["producer"], qs=(50, 99)),
+        "delay_ms_other_processes": pcts(delays_by_role["other"], qs=(50, 99)),
         "delays_from_frame_stamp": inexact,
         "receipts": covered,
         # 1.0: one frame per token; lower: frames coalesced several tokens.
@@ -675,6 +704,8 @@ async def run_room(
         with LagProbe() as probe, ResourceSampler(watched) as sampler:
             started = time.monotonic()
             for turn in range(params.turns if connections else 0):
+                if turn:
+                    await asyncio.sleep(params.turn_pause_s)
                 turns.append(await play_turn(turn, connections, names, params))
             wall_s = time.monotonic() - started
         return RoomRun(
@@ -1042,22 +1073,35 @@ def print_table(report: dict, params: Params) -> None:
             f"{fmt(row['client_cpu_percent'], 0):>9}{fmt(row['client_loop_lag_ms']['p99']):>8}"
             + (f"  ({'; '.join(flags)})" if flags else "")
         )
-    print(
-        "\nPer row: delay p50 / p99 by the participants' process | frames per token | "
-        "delays from a frame's stamp | client us per receipt | fakeai CPU% | other processes CPU%"
+    head = (
+        f"{'mode':<9}{'fanout':<8}{'layer':<7}{'N':>4} | {'turn proc p50':>13}{'p99':>7} | "
+        f"{'other p50':>10}{'p99':>7} | {'turns by proc':>14} | {'fr/tok':>6}{'inexact':>8} | "
+        f"{'us/rcpt':>8} | {'fakeai%':>7}{'others%':>8}"
     )
+    print(
+        "\nDelay by where the participants were: on the process that ran the turn, or on "
+        "another (a Redis hop); frames per token (1.0: none coalesced); delays measured from "
+        "a frame's stamp; this client's time per token receipt (us); fakeai's and other "
+        "processes' CPU%"
+    )
+    print(head)
+    print("-" * len(head))
     for row in rows:
-        by_process = "  ".join(
-            f"{name} {fmt(v['p50'])} / {fmt(v['p99'])}"
-            for name, v in row["delay_ms_by_process"].items()
+        own, other = row["delay_ms_producer_process"], row["delay_ms_other_processes"]
+        producers = Counter(m["producer_process"] for m in row["messages"])
+        turns_by = " ".join(
+            f"{(name or '-').removeprefix('daphne-')}:{count}"
+            for name, count in sorted(producers.items(), key=lambda item: str(item[0]))
         )
         res = row["resources"]
         print(
-            f"  {row['mode']:<9}{row['fanout']:<8}{row['layer'].rsplit('.', 1)[-1]:<7}"
-            f"N={row['participants']:<4} {by_process} | {fmt(row['frames_per_token'], 2)} | "
-            f"{row['delays_from_frame_stamp']} | {fmt(row['client_us_per_receipt'])} | "
-            f"{fmt(row['fakeai_cpu_percent'], 0)} | {fmt(res.get('other_cpu_percent'), 0)}"
-            + (f" ({', '.join(others)})" if (others := res.get("top_other_processes")) else "")
+            f"{row['mode']:<9}{row['fanout']:<8}{row['layer'].rsplit('.', 1)[-1]:<7}"
+            f"{row['participants']:>4} | {fmt(own['p50']):>13}{fmt(own['p99']):>7} | "
+            f"{fmt(other['p50']):>10}{fmt(other['p99']):>7} | {turns_by or '-':>14} | "
+            f"{fmt(row['frames_per_token'], 2):>6}{row['delays_from_frame_stamp']:>8} | "
+            f"{fmt(row['client_us_per_receipt']):>8} | "
+            f"{fmt(row['fakeai_cpu_percent'], 0):>7}{fmt(res.get('other_cpu_percent'), 0):>8}"
+            + (f"  ({', '.join(others)})" if (others := res.get("top_other_processes")) else "")
         )
     for row in rows:
         if not row["intact"]:

@@ -16,6 +16,7 @@ from bench.room_fanout import (
     judge,
     parse_args,
     parse_frames,
+    producer_process,
     receipt_delays_ms,
     settings_notes,
     token_spreads_ms,
@@ -183,6 +184,13 @@ def test_frames_without_a_timestamp_give_no_delay():
     assert receipt_delays_ms(att, token_stamps([att])) == ([], 0)
 
 
+def test_the_turn_s_process_is_the_one_whose_participants_got_its_tokens_soonest():
+    assert producer_process({"daphne-1": [18.0, 20.0, 25.0], "daphne-2": [1.0, 2.0, 40.0]}) == (
+        "daphne-2"
+    )
+    assert producer_process({}) is None
+
+
 # --- parsing frames as recorded ----------------------------------------------------------------
 def test_parse_frames_groups_tokens_and_terminals_by_message():
     received = parse_frames(
@@ -235,6 +243,9 @@ def test_analyze_room_over_participants_on_two_processes():
     assert result["terminals"] == {"ai_complete": 2, "none": 1}
     # Token 0 from its own stamp (seen by `fast`): 31 ms; token 1: 11 ms.
     assert result["delay_ms_by_process"]["daphne-2"]["p50"] == pytest.approx(21.0)
+    assert result["messages"][0]["producer_process"] == "daphne-1"
+    assert result["delay_ms_producer_process"]["p50"] == pytest.approx(1.0)
+    assert result["delay_ms_other_processes"]["p50"] == pytest.approx(21.0)
     assert result["receipts"] == 5
     assert result["frames_per_token"] == pytest.approx(4 / 5)
     assert result["problems"][0]["participant"] == 2
