@@ -276,7 +276,7 @@ def row(fanout: str, spread_p99: float, *, intact: bool = True, mode: str = "red
         "participants": TARGET_PARTICIPANTS,
         "spread_ms": {"p99": spread_p99},
         "intact": intact,
-        "client_limited": False,
+        "client_limited": None,
         "settings_notes": [],
     }
 
@@ -302,11 +302,11 @@ def test_judge_ignores_embedded_rows_and_other_process_counts():
     assert judge([row("streams", 12.0)], processes=3)["verdict"] == "NOT EVALUATED"
 
 
-def test_client_limited_by_cpu_or_loop_lag():
-    assert [client_limited(20, 1.0), client_limited(90, 1.0), client_limited(20, 9.0)] == [
-        False,
-        True,
-        True,
+def test_client_limited_by_its_own_cpu_or_late_waiting_for_a_core():
+    assert [client_limited(20, 1.0), client_limited(90, 9.0), client_limited(20, 9.0)] == [
+        None,
+        "client-limited",
+        "client loop late",
     ]
 
 
