@@ -683,15 +683,18 @@ async def run_room(
     failures: Counter = Counter()
     connections: list[RecordingConnection] = []
     names: list[str] = []
+    unexpected = None
     for server, attempt in zip(dealt, attempts, strict=True):
         if isinstance(attempt, (OSError, TimeoutError, InvalidHandshake)):
             failures[type(attempt).__name__] += 1
         elif isinstance(attempt, BaseException):
-            raise attempt
+            unexpected = attempt
         else:
             connections.append(attempt)
             names.append(server.name)
     try:
+        if unexpected is not None:
+            raise unexpected
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 await asyncio.gather(*(c.ready.wait() for c in connections))
