@@ -209,8 +209,9 @@ class RedisStreams(MemoryStreams):
     reader of it.
     """
 
-    LIVE_TTL_SECONDS = 30
-    HEARTBEAT_SECONDS = 10
+    # A live key outlives three missed heartbeats: a killed producer is found out within it.
+    LIVE_TTL_SECONDS = 10
+    HEARTBEAT_SECONDS = 3
     READ_BLOCK_MS = 2000
     # Past this many unwritten events (Redis failing for minutes), a stream's
     # backlog is dropped: readers elsewhere get its terminal event only.

@@ -189,7 +189,11 @@ REDIS_CHANNEL_LAYER_MAX_CONNECTIONS = env.int("REDIS_CHANNEL_LAYER_MAX_CONNECTIO
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels_redis.pubsub.RedisPubSubChannelLayer also works (bench/room_fanout.py
+            # measures both); capacity and expiry only apply to the core layer.
+            "BACKEND": env.str(
+                "CHANNEL_LAYER_BACKEND", default="channels_redis.core.RedisChannelLayer"
+            ),
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, shorter than the
                 # layer's blocking pop: idle consumers would die every 5 s.
@@ -285,6 +289,10 @@ STREAM_READER_IDLE_SECONDS = env.float("STREAM_READER_IDLE_SECONDS", default=15.
 LEASE_TTL_SECONDS = env.float("LEASE_TTL_SECONDS", default=15.0)
 
 # --- Rooms ----------------------------------------------------------------------------
+# How the AI's tokens reach a room's sockets: "streams" (each process reads the
+# turn's stream once and serves its sockets) or "group" (a channel-layer group
+# send per token batch: one write per member; kept to measure against).
+ROOM_FANOUT = env.str("ROOM_FANOUT", default="streams")
 ROOM_MAX_MESSAGE_CHARS = env.int("ROOM_MAX_MESSAGE_CHARS", default=4000)
 ROOM_RATE_LIMIT_PER_MINUTE = env.int("ROOM_RATE_LIMIT_PER_MINUTE", default=30)
 # Messages a room opens with (room_state) and per older page.

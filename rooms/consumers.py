@@ -165,10 +165,12 @@ class RoomConsumer(RealtimeConsumer):
     async def _forward(self, message_id: int, *, after: int, announce: bool) -> None:
         if announce:
             await self.send_event(events.ai_typing(status=True, message_id=message_id))
+        # With ROOM_FANOUT "group" the tokens come through the room's group instead.
+        by_stream = settings.ROOM_FANOUT == "streams" or after >= 0
         try:
             async for batch in runs.follow(services.turn_key(message_id), after=after):
                 tokens = [event for _, event in batch if event["type"] == "ai_token"]
-                if tokens:
+                if tokens and by_stream:
                     await self.send_event(events.merge_tokens(tokens))
                 last = batch[-1][1]
                 if events.is_terminal(last):

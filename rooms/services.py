@@ -374,10 +374,16 @@ class RoomTurn:
         # Saved as it grows, so a killed process leaves the partial answer behind.
         _partials.track(self.message_id, self.parts)
         try:
+            by_group = settings.ROOM_FANOUT == "group"
             async for text in self.tokens:
-                await run.emit(
-                    events.ai_token(content=text, index=len(self.parts), message_id=self.message_id)
+                token = events.ai_token(
+                    content=text, index=len(self.parts), message_id=self.message_id
                 )
+                await run.emit(token)
+                if by_group:
+                    await get_channel_layer().group_send(
+                        group_name(self.room.pk), {"type": "room.event", "event": token}
+                    )
                 self.parts.append(text)
         finally:
             _partials.forget(self.message_id)

@@ -395,3 +395,18 @@ async def test_one_turn_per_room_even_when_messages_arrive_at_once(people, room,
     assert not await RoomMessage.objects.filter(role="user", answered_by__isnull=True).aexists()
     await ana.close()
     await bo.close()
+
+
+async def test_with_group_fanout_every_member_still_gets_the_whole_reply(people, room, settings):
+    settings.ROOM_FANOUT = "group"
+    ana, _ = await enter(room.slug, people["ana"][1], "ana")
+    bo, _ = await enter(room.slug, people["bo"][1], "bo")
+    await ana.next_about("participant_joined", "bo")
+    await bo.send({"type": "message", "content": "through the group"})
+    for member in (ana, bo):
+        received = await member.receive_until("ai_complete")
+        tokens = [e for e in received if e["type"] == "ai_token"]
+        assert [t["index"] for t in tokens] == list(range(len(tokens)))
+        assert "".join(t["content"] for t in tokens) == received[-1]["content"]
+    await ana.close()
+    await bo.close()
