@@ -286,6 +286,7 @@ class Received:
     tokens: dict[int, list[TokenFrame]] = field(default_factory=lambda: defaultdict(list))
     terminals: dict[int, dict] = field(default_factory=dict)  # message_id -> terminal event
     first_seen: dict[int, float] = field(default_factory=dict)  # message_id -> first frame
+    after_terminal: Counter = field(default_factory=Counter)  # message_id -> late token frames
     other: Counter = field(default_factory=Counter)  # other event types
 
 
@@ -302,6 +303,8 @@ def parse_frames(frames: Sequence[tuple[float, bytes | str]]) -> Received:
         if kind == "ai_token":
             frame = TokenFrame(at, event["index"], event["content"], event.get("timestamp"))
             received.tokens[message_id].append(frame)
+            if message_id in received.terminals:
+                received.after_terminal[message_id] += 1
         elif kind in TERMINAL_TYPES or (kind == "error" and message_id is not None):
             received.terminals.setdefault(message_id, event)
         else:
@@ -348,8 +351,9 @@ class Delivery:
 
     terminal: str | None  # ai_complete | ai_cancelled | error | None (never came)
     text_matches: bool  # the tokens' concatenation equals the terminal event's content
-    reordered: int
+    reordered: int  # token frames whose index did not increase
     missing_tokens: int  # indices up to the message's last that no frame covered
+    after_terminal: int = 0  # token frames that came after the terminal event
 
     @property
     def lost(self) -> bool:
@@ -357,10 +361,12 @@ class Delivery:
 
     @property
     def intact(self) -> bool:
-        return not self.lost and self.reordered == 0
+        return not self.lost and self.reordered == 0 and self.after_terminal == 0
 
 
-def check_delivery(att: Attributed, terminal: dict | None, *, last_index: int) -> Delivery:
+def check_delivery(
+    att: Attributed, terminal: dict | None, *, last_index: int, after_terminal: int = 0
+) -> Delivery:
     """`last_index`: the message's last token index, as any participant saw it."""
     final = None if terminal is None else terminal.get("content", "")
     missing = sum(1 for index in range(last_index + 1) if index not in att.arrivals)
@@ -369,6 +375,7 @@ def check_delivery(att: Attributed, terminal: dict | None, *, last_index: int) -
         text_matches=final is not None and att.text == final,
         reordered=att.reordered,
         missing_tokens=missing,
+        after_terminal=after_terminal,
     )
 
 
@@ -434,7 +441,7 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
     delays_by_server: dict[str, list[float]] = defaultdict(list)
     delays_by_role: dict[str, list[float]] = {"producer": [], "other": []}
     inexact = frames = covered = 0
-    lost, reordered, missing, by_terminal = 0, 0, 0, Counter()
+    lost, reordered, late, missing, by_terminal = 0, 0, 0, 0, Counter()
     problems: list[dict] = []
     messages = []
     for message_id in message_ids:
@@ -446,11 +453,15 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
         message_delays: dict[str, list[float]] = defaultdict(list)
         for number, (participant, att) in enumerate(zip(received, attributed, strict=True)):
             delivery = check_delivery(
-                att, participant.terminals.get(message_id), last_index=last_index
+                att,
+                participant.terminals.get(message_id),
+                last_index=last_index,
+                after_terminal=participant.after_terminal[message_id],
             )
             by_terminal[delivery.terminal or "none"] += 1
             lost += delivery.lost
             reordered += delivery.reordered
+            late += delivery.after_terminal
             missing += delivery.missing_tokens
             if not delivery.intact and len(problems) < 20:
                 problem = {"message_id": message_id, "participant": number}
@@ -490,6 +501,7 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
         "frames_per_token": rnd(frames / covered, 3) if covered else None,
         "lost": lost,
         "reordered": reordered,
+        "tokens_after_terminal": late,
         "missing_tokens": missing,
         "terminals": dict(by_terminal),
         "problems": problems,
@@ -879,7 +891,11 @@ def summarize(combo: Combo, room: RoomRun, *, daphne_names: list[str]) -> dict:
     # A participant that never connected lost every token.
     row["lost"] += incomplete * row["turns"]
     row["intact"] = (
-        row["lost"] == 0 and row["reordered"] == 0 and turns_ok == row["turns"] and not incomplete
+        row["lost"] == 0
+        and row["reordered"] == 0
+        and row["tokens_after_terminal"] == 0
+        and turns_ok == row["turns"]
+        and not incomplete
     )
     return row
 
@@ -1083,7 +1099,7 @@ def print_table(report: dict, params: Params) -> None:
             f"{row['participants']:>4}{row['turns_ok']:>3}/{row['turns']:<2} | "
             f"{fmt(s['p50']):>11}{fmt(s['p95']):>7}{fmt(s['p99']):>7} | "
             f"{fmt(d['p50']):>10}{fmt(d['p99']):>7} | "
-            f"{row['lost']:>5}{row['reordered']:>6} | "
+            f"{row['lost']:>5}{row['reordered'] + row['tokens_after_terminal']:>6} | "
             f"{_per_process(row, 'cpu_percent', 0):>14}{_per_process(row, 'peak_rss_mb', 0):>16} | "
             f"{fmt(row['client_cpu_percent'], 0):>9}{fmt(row['client_loop_lag_ms']['p99']):>8}"
             + (f"  ({'; '.join(flags)})" if flags else "")
@@ -1124,7 +1140,8 @@ def print_table(report: dict, params: Params) -> None:
                 f"  not intact: {row['mode']} {row['fanout']} {row['layer']} "
                 f"N={row['participants']}: connected {row['connected']} "
                 f"(failures {row['connect_failures'] or 0}), terminals {row['terminals']}, "
-                f"missing tokens {row['missing_tokens']}, turns "
+                f"missing tokens {row['missing_tokens']}, index not increasing "
+                f"{row['reordered']}, tokens after the end {row['tokens_after_terminal']}, turns "
                 f"{[t['status'] for t in row['turn_details']]}, "
                 f"first problems {row['problems'][:3]}"
             )

@@ -144,6 +144,21 @@ def test_reordered_frames_make_a_delivery_not_intact_even_if_nothing_is_lost():
     assert not delivery.intact
 
 
+def test_a_token_after_the_terminal_event_makes_a_delivery_not_intact():
+    received = parse_frames(
+        [frame(1.0, token(0, "a")), frame(1.1, complete("ab")), frame(1.2, token(1, "b"))]
+    )
+    att = attribute(received.tokens[7])
+
+    delivery = check_delivery(
+        att, received.terminals[7], last_index=1, after_terminal=received.after_terminal[7]
+    )
+
+    assert delivery.after_terminal == 1
+    assert not delivery.lost  # every token came, one of them too late
+    assert not delivery.intact
+
+
 # --- spread and delay --------------------------------------------------------------------------
 def test_spread_is_last_receipt_minus_first_per_token():
     spreads = token_spreads_ms(
@@ -246,6 +261,7 @@ def test_analyze_room_over_participants_on_two_processes():
     assert result["messages"][0]["producer_process"] == "daphne-1"
     assert result["delay_ms_producer_process"]["p50"] == pytest.approx(1.0)
     assert result["delay_ms_other_processes"]["p50"] == pytest.approx(21.0)
+    assert result["tokens_after_terminal"] == 0
     assert result["receipts"] == 5
     assert result["frames_per_token"] == pytest.approx(4 / 5)
     assert result["problems"][0]["participant"] == 2
