@@ -419,18 +419,27 @@ def receipt_delays_ms(att: Attributed, stamps: dict[int, int]) -> tuple[list[flo
     return delays, inexact
 
 
-def producer_process(delays_by_server: dict[str, list[float]]) -> str | None:
-    """The process that ran a turn: the one whose participants got its tokens soonest (median).
+def fastest_process(delays_by_server: dict[str, list[float]]) -> str | None:
+    """The process whose participants got a turn's tokens soonest (median delay).
 
-    The turn runs where its lease was taken, normally the sender's process;
-    the others get its tokens through Redis, a hop later.
+    With ROOM_FANOUT=streams that is the process that ran the turn (the others
+    get its tokens through Redis, a hop later); with a group send every
+    process gets them through the channel layer, and this tells little.
     """
     medians = {name: percentile(values, 50) for name, values in delays_by_server.items() if values}
     return min(medians, key=medians.__getitem__) if medians else None
 
 
-def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
-    """Spread, delays and delivery of a room's AI messages; `servers[i]`: participant i's."""
+def analyze_room(
+    received: Sequence[Received], servers: Sequence[str], senders: Sequence[str] = ()
+) -> dict:
+    """Spread, delays and delivery of a room's AI messages.
+
+    `servers[i]`: participant i's process; `senders[k]`: the process of the
+    participant whose message the k-th AI message answers (the turn runs
+    there: the room's lease is free when it speaks); where a message has no
+    sender, the fastest process stands in.
+    """
     first_seen: dict[int, float] = {}
     for participant in received:
         for message_id, at in participant.first_seen.items():
@@ -439,12 +448,12 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
     spreads: list[float] = []
     delays: list[float] = []
     delays_by_server: dict[str, list[float]] = defaultdict(list)
-    delays_by_role: dict[str, list[float]] = {"producer": [], "other": []}
+    delays_by_role: dict[str, list[float]] = {"sender": [], "other": []}
     inexact = frames = covered = 0
     lost, reordered, late, missing, by_terminal = 0, 0, 0, 0, Counter()
     problems: list[dict] = []
     messages = []
-    for message_id in message_ids:
+    for number_of_message, message_id in enumerate(message_ids):
         attributed = [attribute(p.tokens.get(message_id, [])) for p in received]
         last_index = max(att.last_index for att in attributed)
         stamps = token_stamps(attributed)
@@ -471,16 +480,18 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
             inexact += not_own
             frames += att.frames
             covered += len(att.arrivals)
-        producer = producer_process(message_delays)
+        fastest = fastest_process(message_delays)
+        sender = senders[number_of_message] if number_of_message < len(senders) else fastest
         for name, values in message_delays.items():
             delays.extend(values)
             delays_by_server[name].extend(values)
-            delays_by_role["producer" if name == producer else "other"].extend(values)
+            delays_by_role["sender" if name == sender else "other"].extend(values)
         messages.append(
             {
                 "message_id": message_id,
                 "tokens": last_index + 1,
-                "producer_process": producer,
+                "sender_process": sender,
+                "fastest_process": fastest,
                 "spread_ms": pcts(message_spreads.values(), qs=(50, 99)),
             }
         )
@@ -492,8 +503,8 @@ def analyze_room(received: Sequence[Received], servers: Sequence[str]) -> dict:
         "delay_ms_by_process": {
             name: pcts(values, qs=(50, 99)) for name, values in sorted(delays_by_server.items())
         },
-        # Participants on the process that ran the turn, and on the other processes.
-        "delay_ms_producer_process": pcts(delays_by_role["producer"], qs=(50, 99)),
+        # Participants on the process of the turn's sender (it runs the turn), and the others.
+        "delay_ms_sender_process": pcts(delays_by_role["sender"], qs=(50, 99)),
         "delay_ms_other_processes": pcts(delays_by_role["other"], qs=(50, 99)),
         "delays_from_frame_stamp": inexact,
         "receipts": covered,
@@ -856,7 +867,7 @@ async def measure_combo(
 
 def summarize(combo: Combo, room: RoomRun, *, daphne_names: list[str]) -> dict:
     received = [parse_frames(frames) for frames in room.frames]
-    analysis = analyze_room(received, room.servers)
+    analysis = analyze_room(received, room.servers, [turn["sender_process"] for turn in room.turns])
     processes = room.resources["processes"]
     client_cpu = processes.get("client", {}).get("cpu_percent")
     lag = pcts(room.lags_ms, qs=(50, 99))
@@ -1105,30 +1116,30 @@ def print_table(report: dict, params: Params) -> None:
             + (f"  ({'; '.join(flags)})" if flags else "")
         )
     head = (
-        f"{'mode':<9}{'fanout':<8}{'layer':<7}{'N':>4} | {'turn proc p50':>13}{'p99':>7} | "
-        f"{'other p50':>10}{'p99':>7} | {'turns by proc':>14} | {'fr/tok':>6}{'inexact':>8} | "
+        f"{'mode':<9}{'fanout':<8}{'layer':<7}{'N':>4} | {'sender proc p50':>15}{'p99':>7} | "
+        f"{'other p50':>10}{'p99':>7} | {'fastest':>10} | {'fr/tok':>6}{'inexact':>8} | "
         f"{'us/rcpt':>8} | {'fakeai%':>7}{'others%':>8}"
     )
     print(
-        "\nDelay by where the participants were: on the process that ran the turn, or on "
-        "another (a Redis hop); frames per token (1.0: none coalesced); delays measured from "
-        "a frame's stamp; this client's time per token receipt (us); fakeai's and other "
-        "processes' CPU%"
+        "\nDelay by where the participants were: on the sender's process (which runs the turn) "
+        "or another; which process's participants got each turn's tokens soonest; frames per "
+        "token (1.0: none coalesced); delays measured from a frame's stamp; this client's "
+        "time per token receipt (us); fakeai's and other processes' CPU%"
     )
     print(head)
     print("-" * len(head))
     for row in rows:
-        own, other = row["delay_ms_producer_process"], row["delay_ms_other_processes"]
-        producers = Counter(m["producer_process"] for m in row["messages"])
+        own, other = row["delay_ms_sender_process"], row["delay_ms_other_processes"]
+        fastest = Counter(m["fastest_process"] for m in row["messages"])
         turns_by = " ".join(
             f"{(name or '-').removeprefix('daphne-')}:{count}"
-            for name, count in sorted(producers.items(), key=lambda item: str(item[0]))
+            for name, count in sorted(fastest.items(), key=lambda item: str(item[0]))
         )
         res = row["resources"]
         print(
             f"{row['mode']:<9}{row['fanout']:<8}{row['layer'].rsplit('.', 1)[-1]:<7}"
-            f"{row['participants']:>4} | {fmt(own['p50']):>13}{fmt(own['p99']):>7} | "
-            f"{fmt(other['p50']):>10}{fmt(other['p99']):>7} | {turns_by or '-':>14} | "
+            f"{row['participants']:>4} | {fmt(own['p50']):>15}{fmt(own['p99']):>7} | "
+            f"{fmt(other['p50']):>10}{fmt(other['p99']):>7} | {turns_by or '-':>10} | "
             f"{fmt(row['frames_per_token'], 2):>6}{row['delays_from_frame_stamp']:>8} | "
             f"{fmt(row['client_us_per_receipt']):>8} | "
             f"{fmt(row['fakeai_cpu_percent'], 0):>7}{fmt(res.get('other_cpu_percent'), 0):>8}"

@@ -12,11 +12,11 @@ from bench.room_fanout import (
     attribute,
     check_delivery,
     client_limited,
+    fastest_process,
     frame_type,
     judge,
     parse_args,
     parse_frames,
-    producer_process,
     receipt_delays_ms,
     settings_notes,
     token_spreads_ms,
@@ -199,11 +199,11 @@ def test_frames_without_a_timestamp_give_no_delay():
     assert receipt_delays_ms(att, token_stamps([att])) == ([], 0)
 
 
-def test_the_turn_s_process_is_the_one_whose_participants_got_its_tokens_soonest():
-    assert producer_process({"daphne-1": [18.0, 20.0, 25.0], "daphne-2": [1.0, 2.0, 40.0]}) == (
+def test_the_fastest_process_is_the_one_whose_participants_got_the_tokens_soonest():
+    assert fastest_process({"daphne-1": [18.0, 20.0, 25.0], "daphne-2": [1.0, 2.0, 40.0]}) == (
         "daphne-2"
     )
-    assert producer_process({}) is None
+    assert fastest_process({}) is None
 
 
 # --- parsing frames as recorded ----------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_analyze_room_over_participants_on_two_processes():
     )
     lost = parse_frames([frame(10.002, token(0, "a", stamp=10_000))])
 
-    result = analyze_room([fast, slow, lost], ["daphne-1", "daphne-2", "daphne-1"])
+    result = analyze_room([fast, slow, lost], ["daphne-1", "daphne-2", "daphne-1"], ["daphne-1"])
 
     assert result["tokens"] == 2
     assert result["spread_ms"]["max"] == pytest.approx(30.0)  # token 0: 10.001 -> 10.031
@@ -258,13 +258,24 @@ def test_analyze_room_over_participants_on_two_processes():
     assert result["terminals"] == {"ai_complete": 2, "none": 1}
     # Token 0 from its own stamp (seen by `fast`): 31 ms; token 1: 11 ms.
     assert result["delay_ms_by_process"]["daphne-2"]["p50"] == pytest.approx(21.0)
-    assert result["messages"][0]["producer_process"] == "daphne-1"
-    assert result["delay_ms_producer_process"]["p50"] == pytest.approx(1.0)
+    assert result["messages"][0]["sender_process"] == "daphne-1"
+    assert result["messages"][0]["fastest_process"] == "daphne-1"
+    assert result["delay_ms_sender_process"]["p50"] == pytest.approx(1.0)
     assert result["delay_ms_other_processes"]["p50"] == pytest.approx(21.0)
     assert result["tokens_after_terminal"] == 0
     assert result["receipts"] == 5
     assert result["frames_per_token"] == pytest.approx(4 / 5)
     assert result["problems"][0]["participant"] == 2
+
+
+def test_without_a_sender_the_fastest_process_counts_as_the_sender_s():
+    near = parse_frames([frame(1.001, token(0, "a", stamp=1_000)), frame(1.1, complete("a"))])
+    far = parse_frames([frame(1.020, token(0, "a", stamp=1_000)), frame(1.1, complete("a"))])
+
+    result = analyze_room([near, far], ["daphne-1", "daphne-2"])
+
+    assert result["messages"][0]["sender_process"] == "daphne-1"
+    assert result["delay_ms_other_processes"]["p50"] == pytest.approx(20.0)
 
 
 def test_analyze_room_orders_messages_by_their_first_frame():
