@@ -23,7 +23,7 @@ Combinations, each on freshly started daphnes (settings are read at start):
   (SQLite and the in-memory layer, one daphne, for reference);
 - `--fanout` (`ROOM_FANOUT`): `streams`, the AI's tokens reach each process
   once through the core's streams and every local socket reads that copy;
-  `group`, each token batch is `group_send` to the room's group;
+  `group`, each token is `group_send` to the room's group;
 - `--layer` (`CHANNEL_LAYER_BACKEND`, Redis mode only): `core`
   (channels_redis.core.RedisChannelLayer) or `pubsub`
   (channels_redis.pubsub.RedisPubSubChannelLayer), or a dotted path.
