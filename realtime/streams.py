@@ -14,7 +14,8 @@ process's instance, reset when settings change (as Channels does for layers):
   a reader connected to another process can resume it. Readers in the
   producing process read the local buffer (no Redis round trip on the hot
   path); one writer task per process writes every stream's pending events in
-  one pipeline per STREAM_FLUSH_MS, several events per entry; on other
+  one pipeline (at once after a quiet spell, then at most once per
+  STREAM_FLUSH_MS), several events per entry; on other
   processes one reader task per stream (`XREAD`) feeds all local readers, so a
   hundred readers of one stream on one process cost one `XREAD`, not a hundred.
 
@@ -482,11 +483,15 @@ class _RedisWriter:
         flush_s = settings.STREAM_FLUSH_MS / 1000
         heartbeat_at = loop.time() + streams.HEARTBEAT_SECONDS
         retry_s = 0.0
+        last_flush_at = -flush_s
         while self.pending or self.live:
             if retry_s:
                 await asyncio.sleep(retry_s)
             elif self.pending:
-                await asyncio.sleep(flush_s)
+                # Leading edge: what comes after a quiet spell is written at once
+                # (other processes' readers wait for it); under load, one write per
+                # STREAM_FLUSH_MS carries everything that came meanwhile.
+                await asyncio.sleep(max(0.0, last_flush_at + flush_s - loop.time()))
             else:
                 # Only open streams: sleep until the heartbeat, or until an append.
                 self._wakeup.clear()
@@ -496,6 +501,7 @@ class _RedisWriter:
                 if loop.time() < heartbeat_at:
                     continue  # new entries (wait one tick for more), or a stream closed
             heartbeat = loop.time() >= heartbeat_at
+            last_flush_at = loop.time()
             if await self._flush(heartbeat=heartbeat):
                 retry_s = 0.0
                 if heartbeat:

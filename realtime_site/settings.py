@@ -301,8 +301,8 @@ ROOM_PAGE_MESSAGES = env.int("ROOM_PAGE_MESSAGES", default=50)
 ROOM_TYPING_THROTTLE_SECONDS = env.float("ROOM_TYPING_THROTTLE_SECONDS", default=2.0)
 # A socket renews its presence this often; a presence not renewed for
 # PRESENCE_TTL_SECONDS (its process died) is gone.
-PRESENCE_HEARTBEAT_SECONDS = env.float("PRESENCE_HEARTBEAT_SECONDS", default=5.0)
-PRESENCE_TTL_SECONDS = env.float("PRESENCE_TTL_SECONDS", default=15.0)
+PRESENCE_HEARTBEAT_SECONDS = env.float("PRESENCE_HEARTBEAT_SECONDS", default=3.0)
+PRESENCE_TTL_SECONDS = env.float("PRESENCE_TTL_SECONDS", default=9.0)
 ROOM_SYSTEM_PROMPT = env.str(
     "ROOM_SYSTEM_PROMPT",
     default=(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import re
 import time
@@ -20,14 +19,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
-import psycopg
 import pytest
-import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from realtime.wire import MAX_JSON_DEPTH
-from tests.support import processes, services
+from tests.support import processes
 from tests.support.fuzz import Hostile, HostileFrames, seed_from_env
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.services]
@@ -119,46 +116,28 @@ class FuzzSite:
 def fuzz_site(tmp_path_factory, fakeai_url) -> Iterator[FuzzSite]:
     """A daphne on a fresh database (PostgreSQL + Redis in the services pass), its log kept."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    database_url = os.environ.get("DATABASE_URL", "")
     extra = {
         "WS_MAX_FRAMES_PER_10S": str(FRAMES_PER_10S),
         "OPENAI_MODEL": REPLY_MODEL,
         "LOG_LEVEL": "INFO",
     }
-    pg_name = None
-    if database_url.startswith("postgres"):
-        pg_name = services.pg_database("realtime_fuzz_test")
-        with psycopg.connect(services.PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")
-            admin.execute(f"CREATE DATABASE {pg_name}")
-        database_url = f"{services.PG_URL}/{pg_name}"
-        extra["REDIS_URL"] = os.environ["REDIS_URL"]
-        redis.Redis.from_url(extra["REDIS_URL"]).flushdb()
-    else:
-        database_url = f"sqlite:///{tmp / 'db.sqlite3'}"
-    env = processes.site_env(fakeai_url=fakeai_url, database_url=database_url, extra=extra)
-    processes.manage("migrate", "--noinput", env=env)
-    seeded = json.loads(
-        processes.manage(
-            "shell", "--no-imports", "-c",
-            SEED_DATA.replace("COUNT", str(SOCKETS + HTTP_USERS + 2)), env=env,
-        )
-    )  # fmt: skip
-    log_path = tmp / "daphne.log"
-    try:
-        with log_path.open("w") as log, processes.daphne(env=env, stderr=log) as url:
-            yield FuzzSite(
-                url=url,
-                env=env,
-                log_path=log_path,
-                conversation_id=seeded["conversation_id"],
-                answer_id=seeded["answer_id"],
-                tokens=seeded["tokens"],
+    with processes.site_for_this_pass(
+        tmp, fakeai_url=fakeai_url, name="realtime_fuzz_test", extra=extra
+    ) as (url, env, log_path):
+        seeded = json.loads(
+            processes.manage(
+                "shell", "--no-imports", "-c",
+                SEED_DATA.replace("COUNT", str(SOCKETS + HTTP_USERS + 2)), env=env,
             )
-    finally:
-        if pg_name is not None:
-            with psycopg.connect(services.PG_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")
+        )  # fmt: skip
+        yield FuzzSite(
+            url=url,
+            env=env,
+            log_path=log_path,
+            conversation_id=seeded["conversation_id"],
+            answer_id=seeded["answer_id"],
+            tokens=seeded["tokens"],
+        )
 
 
 # In a frame, stands for the reply this socket started last (the socket fills it in).

@@ -13,6 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+import psycopg
+import redis
+
+from tests.support import services
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 # Processes sharing Redis must share a key; settings refuse to start without one.
@@ -140,3 +145,36 @@ def pid_of(url: str) -> int:
 def is_running(url: str) -> bool:
     """True while the daphne serving `url` has not exited."""
     return _servers[url].poll() is None
+
+
+@contextmanager
+def site_for_this_pass(
+    tmp: Path, *, fakeai_url: str, name: str, extra: dict | None = None
+) -> Iterator[tuple[str, dict, Path]]:
+    """A migrated daphne in the suite's current mode; yields (url, env, its log's path).
+
+    SQLite and the in-memory layer, or, in the services pass (DATABASE_URL set),
+    a fresh PostgreSQL database of its own (`name`) and the pass's Redis (flushed).
+    """
+    extra = dict(extra or {})
+    pg_name = None
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        pg_name = services.pg_database(name)
+        with psycopg.connect(services.PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")
+            admin.execute(f"CREATE DATABASE {pg_name}")
+        database_url = f"{services.PG_URL}/{pg_name}"
+        extra["REDIS_URL"] = os.environ["REDIS_URL"]
+        redis.Redis.from_url(extra["REDIS_URL"]).flushdb()
+    else:
+        database_url = f"sqlite:///{tmp / 'db.sqlite3'}"
+    env = site_env(fakeai_url=fakeai_url, database_url=database_url, extra=extra)
+    manage("migrate", "--noinput", env=env)
+    log_path = tmp / "daphne.log"
+    try:
+        with log_path.open("w") as log, daphne(env=env, stderr=log) as url:
+            yield url, env, log_path
+    finally:
+        if pg_name is not None:
+            with psycopg.connect(services.PG_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)")

@@ -12,18 +12,19 @@ PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_URL = "postgres://postgres@127.0.0.1:5432"
 
 _SLOT = int(os.environ.get("TEST_SERVICES_SLOT", "0"))
-# Redis has databases 0-15. Each slot's (streams, cluster) databases; 14 is the
-# services pass of `make test`. Slots 0-4 step down by three from 12, and slots
-# 5 and 6 take the databases those leave between them.
-_REDIS_DATABASES = {0: (12, 13), 1: (9, 10), 2: (6, 7), 3: (3, 4), 4: (0, 1), 5: (2, 5), 6: (8, 11)}
+# Slot 0 uses Redis databases 12 and 13 (14 is the services pass of `make test`);
+# slots 1-4 three lower each; TEST_REDIS_DBS="a,b" names two for any slot.
+_REDIS_DBS = [
+    int(db)
+    for db in os.environ.get("TEST_REDIS_DBS", f"{12 - 3 * _SLOT},{13 - 3 * _SLOT}").split(",")
+]
+if not all(0 <= db <= 15 for db in _REDIS_DBS):
+    raise RuntimeError(f"no Redis databases for slot {_SLOT}: set TEST_REDIS_DBS=a,b (0-15)")
 
 
 def redis_url(purpose: str) -> str:
     """A Redis database of its own for `purpose` ("streams" or "cluster")."""
-    if _SLOT not in _REDIS_DATABASES:
-        raise ValueError(f"TEST_SERVICES_SLOT must be one of {sorted(_REDIS_DATABASES)}")
-    databases = dict(zip(("streams", "cluster"), _REDIS_DATABASES[_SLOT], strict=True))
-    return f"redis://127.0.0.1:6379/{databases[purpose]}"
+    return f"redis://127.0.0.1:6379/{_REDIS_DBS[{'streams': 0, 'cluster': 1}[purpose]]}"
 
 
 def pg_database(name: str) -> str:
