@@ -121,6 +121,13 @@ def _fault_response(fault: Fault) -> web.Response | None:
         )
     if fault.kind == "500":
         return _error(500, "The server had an error (fakeai injected fault).", "server_error")
+    if fault.kind == "401":
+        return _error(
+            401,
+            "Incorrect API key provided (fakeai injected fault).",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
     return None
 
 
@@ -233,6 +240,10 @@ async def _stream(request: web.Request, plan: _Plan, abort: _ServerAbort) -> web
         await resp.write(wire.MALFORMED_FRAME)
         await resp.write_eof()
         return resp
+    if fault is not None and fault.kind == "error":
+        await resp.write(wire.error_frame("The server had an error (fakeai injected fault)."))
+        await resp.write_eof()
+        return resp
 
     tail = [frames.finish(plan.finish_reason)]
     if plan.include_usage:
@@ -257,6 +268,8 @@ async def _complete(request: web.Request, plan: _Plan, abort: _ServerAbort) -> w
         return web.Response()  # never reaches the client
     if fault is not None and fault.kind == "malformed":
         return web.Response(body=b"{not json", content_type="application/json")
+    if fault is not None and fault.kind == "error":
+        return _error(500, "The server had an error (fakeai injected fault).", "server_error")
     body = wire.chat_completion(
         plan.completion_id,
         plan.created,
