@@ -5,10 +5,15 @@ previous one: process defaults (CLI) < model-name suffix < request headers.
 
 Model suffix: ``<any-base>:ttft=200,tps=50,tokens=30,fault=cut-5``.
 Headers: ``X-Fakeai-Ttft-Ms``, ``X-Fakeai-Tps``, ``X-Fakeai-Tokens``,
-``X-Fakeai-Fault``. ``tps=0`` means no pacing. Fault syntax
+``X-Fakeai-Fault``, ``X-Fakeai-Pace``. ``tps=0`` means no pacing. Fault syntax
 (``none`` clears): ``401``, ``429``, ``429-retry=0.1``, ``500``, ``hang``,
 ``hang-N``, ``cut-N``, ``malformed-N``, ``error-N``, each optionally followed
 by ``xK`` (only the first K identical requests fail).
+
+The Realtime endpoint reads the same controls: ``tokens`` is the answer's
+length in words, ``ttft`` the wait before its first delta, ``pace`` how fast
+its audio streams (1 = real time, 2 = twice as fast, 0 = unpaced; ``tps`` is
+not used there), and a fault's N counts audio (or text) deltas.
 """
 
 import dataclasses
@@ -24,6 +29,7 @@ HEADER_TTFT_MS = "X-Fakeai-Ttft-Ms"
 HEADER_TPS = "X-Fakeai-Tps"
 HEADER_TOKENS = "X-Fakeai-Tokens"
 HEADER_FAULT = "X-Fakeai-Fault"
+HEADER_PACE = "X-Fakeai-Pace"
 
 _FAULT_RE = re.compile(
     r"""^(?:
@@ -38,9 +44,10 @@ _FAULT_RE = re.compile(
 
 @dataclass(frozen=True)
 class Fault:
-    """A scripted failure; ``tokens`` content tokens are streamed before it.
+    """A scripted failure; ``tokens`` content tokens (or Realtime deltas) are streamed before it.
 
-    ``error``: an error arrives in the stream (an SSE ``error`` chunk).
+    ``error``: an error arrives in the stream (an SSE ``error`` chunk; a
+    Realtime ``error`` event and a failed response).
     """
 
     kind: FaultKind
@@ -57,6 +64,7 @@ class Behaviour:
     tokens_per_second: float = 40.0
     tokens: int = 40
     fault: Fault | None = None
+    pace: float = 1.0  # Realtime audio speed: 1 = real time, 0 = unpaced
 
 
 def parse_fault(spec: str) -> Fault | None:
@@ -109,12 +117,14 @@ _SUFFIX_FIELDS = {
     "tps": "tokens_per_second",
     "tokens": "tokens",
     "fault": "fault",
+    "pace": "pace",
 }
 _HEADER_FIELDS = {
     HEADER_TTFT_MS.lower(): "ttft_ms",
     HEADER_TPS.lower(): "tokens_per_second",
     HEADER_TOKENS.lower(): "tokens",
     HEADER_FAULT.lower(): "fault",
+    HEADER_PACE.lower(): "pace",
 }
 
 

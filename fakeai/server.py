@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fakeai import wire
+from fakeai import realtime, wire
 from fakeai.behaviour import HEADER_FAULT, Behaviour, Fault, resolve_behaviour
 from fakeai.replies import count_prompt_tokens, reply_tokens
 
@@ -386,9 +386,10 @@ async def get_stats(request: web.Request) -> web.Response:
 
 
 async def reset_state(request: web.Request) -> web.Response:
-    """``POST /_fakeai/reset``: zero counters, xK fault counters and the log."""
+    """``POST /_fakeai/reset``: zero counters, xK fault counters and the logs (Realtime's too)."""
     state = request.app[STATE_KEY]
     state.reset()
+    request.app[realtime.STATE_KEY].reset()
     return web.json_response(state.stats())
 
 
@@ -402,13 +403,13 @@ async def get_requests(request: web.Request) -> web.Response:
 
 
 def _register_routes(app: web.Application) -> None:
-    """The single place where routes are declared.
-
-    A future Realtime endpoint (``GET /v1/realtime``, WebSocket) belongs here
-    as another ``app.router.add_get`` with its own module.
-    """
+    """The single place where routes are declared (the Realtime handlers are in realtime.py)."""
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/realtime", realtime.realtime_socket)
+    app.router.add_get("/_fakeai/realtime/stats", realtime.get_stats)
+    app.router.add_get("/_fakeai/realtime/events", realtime.get_events)
+    app.router.add_get("/_fakeai/realtime/audio/{item_id}", realtime.get_audio)
     app.router.add_get("/_fakeai/stats", get_stats)
     app.router.add_post("/_fakeai/reset", reset_state)
     app.router.add_get("/_fakeai/requests", get_requests)
@@ -424,5 +425,6 @@ def create_app(defaults: Behaviour) -> web.Application:
     app[DEFAULTS_KEY] = defaults
     app[STATE_KEY] = ServerState()
     app.on_shutdown.append(_cancel_handlers)
+    realtime.setup(app, defaults)
     _register_routes(app)
     return app
