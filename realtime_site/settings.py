@@ -265,6 +265,12 @@ LLM_SYSTEM_PROMPT = env.str(
     "LLM_SYSTEM_PROMPT",
     default="You are a helpful assistant. Answer clearly; use Markdown for code and lists.",
 )
+# Voice: the Realtime API, through the same key and base URL (voice/realtime.py).
+REALTIME_MODEL = env.str("REALTIME_MODEL", default="gpt-realtime" if OPENAI_API_KEY else "fakeai")
+REALTIME_VOICE = env.str("REALTIME_VOICE", default="marin")
+REALTIME_TRANSCRIPTION_MODEL = env.str(
+    "REALTIME_TRANSCRIPTION_MODEL", default="gpt-4o-mini-transcribe"
+)
 
 # --- Sockets, runs and streams (realtime/) -----------------------------------------
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)
