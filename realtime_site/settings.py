@@ -312,6 +312,20 @@ ROOM_SYSTEM_PROMPT = env.str(
     ),
 )
 
+# --- Voice: local voice activity detection (voice/vad.py) ------------------------------
+# "silero" (Silero VAD's ONNX model: speech only, babble included) or "energy" (numpy:
+# the level above an adaptive noise floor; cheaper, and takes other voices for speech).
+VAD_BACKEND = env.str("VAD_BACKEND", default="silero")
+if VAD_BACKEND not in ("silero", "energy"):
+    raise ImproperlyConfigured(f"VAD_BACKEND must be 'silero' or 'energy', not {VAD_BACKEND!r}")
+# A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it.
+VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
+# Speech this long starts a turn; silence this long ends it (counted in audio samples).
+VAD_MIN_SPEECH_MS = env.float("VAD_MIN_SPEECH_MS", default=100.0)
+VAD_MIN_SILENCE_MS = env.float("VAD_MIN_SILENCE_MS", default=500.0)
+# Audio kept from before the detected start of an utterance.
+VAD_PREFIX_PADDING_MS = env.float("VAD_PREFIX_PADDING_MS", default=300.0)
+
 # --- Chat ---------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)

@@ -156,14 +156,19 @@ class Resampler:
             if lead:
                 self._buffer = np.concatenate((np.zeros(lead, dtype=np.float32), self._buffer))
                 self._buffer_start -= lead
-            windows = np.lib.stride_tricks.sliding_window_view(self._buffer, self._taps)
+            buffer, step = self._buffer, self._buffer.strides[0]
             for j in range(min(self._up, count)):
-                n = start + j
-                position = n * self._down + self._delay
-                phase = position % self._up
+                position = (start + j) * self._down + self._delay
                 first = position // self._up - self._taps + 1 - self._buffer_start
-                rows = windows[first :: self._down][: len(range(j, count, self._up))]
-                out[j :: self._up] = rows @ self._phases[phase]
+                rows = -(-(count - j) // self._up)
+                # Row q: the window of taps input samples ending at output start + j + q * up.
+                windows = np.lib.stride_tricks.as_strided(
+                    buffer[first:],
+                    shape=(rows, self._taps),
+                    strides=(step * self._down, step),
+                    writeable=False,
+                )
+                out[j :: self._up] = windows @ self._phases[position % self._up]
         self._produced = end
         # Keep what the next output's window starts at.
         keep_from = (end * self._down + self._delay) // self._up - self._taps + 1

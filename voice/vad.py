@@ -113,8 +113,6 @@ class VoiceActivityDetector:
         rate = self.backend.sample_rate
         self._resampler = None if rate == sample_rate else audio.Resampler(sample_rate, rate)
         self._frame = self.backend.frame_samples
-        # A backend whose scores lag the audio (smoothing) says by how much, at its rate.
-        self._delay = getattr(self.backend, "delay_samples", 0)
         self._pending = np.zeros(0, dtype=np.float32)  # backend-rate samples not yet framed
         self._frames_scored = 0
         self._enter = self.config.threshold
@@ -168,9 +166,8 @@ class VoiceActivityDetector:
         return events
 
     def _frame_start(self, index: int) -> int:
-        """Input sample where the audio scored by backend frame `index` starts."""
-        at = (index * self._frame - self._delay) * self.sample_rate / self.backend.sample_rate
-        return max(0, round(at))
+        """Input sample where backend frame `index` starts."""
+        return round(index * self._frame * self.sample_rate / self.backend.sample_rate)
 
     def _frame_reaching(self, run_frame: int, run_start: int, length: int) -> int:
         """The first frame from `run_frame` on whose end is `length` samples past `run_start`."""
@@ -309,7 +306,8 @@ class EnergyBackend:
     level's height above the floor over SCORE_SPAN_DB (the default threshold
     0.5 enters speech 3 dB above the floor, and the hysteresis leaves it below
     2.1 dB); it is zero below MIN_LEVEL_DBFS, so near-silence is never speech.
-    Averaging delays the level by half its window: `delay_samples` says so.
+    A start shows in its first frame; the average holds a sharp stop up to
+    LEVEL_MS - FRAME_MS late (a gradual one, as most voices end, much less).
 
     A level cannot tell a voice from other voices: in babble (several people
     talking around) this backend takes the babble for speech; silero does not.
@@ -333,10 +331,9 @@ class EnergyBackend:
         # |rfft|^2 of a full-scale sine's band bins sums to this: levels come out in dBFS.
         self._norm = float(np.sum(self._window.astype(np.float64) ** 2)) * self.frame_samples / 2
         self._rise = self.FLOOR_RISE_DB_PER_S * self.FRAME_MS / 1000
-        level_frames = self.LEVEL_MS // self.FRAME_MS
-        self._level = _MovingAverage(level_frames)
-        self._floor_level = _MovingAverage(self.FLOOR_LEVEL_MS // self.FRAME_MS)
-        self.delay_samples = (level_frames - 1) * self.frame_samples // 2
+        self._averages = _MovingAverages(
+            self.LEVEL_MS // self.FRAME_MS, self.FLOOR_LEVEL_MS // self.FRAME_MS
+        )
         self.floor_db: float | None = None
 
     def band_power(self, frames: np.ndarray) -> np.ndarray:
@@ -344,12 +341,14 @@ class EnergyBackend:
         # pocketfft: one thread, steady cost (a BLAS product of the band's bins is cheaper
         # alone but spawns threads that contend with everything else on a busy server).
         spectrum = np.fft.rfft(frames * self._window, axis=1)[:, self._band]
-        return (spectrum.real**2 + spectrum.imag**2).sum(axis=1) / self._norm + 1e-12
+        parts = spectrum.view(np.float32)  # real and imaginary parts side by side
+        return np.einsum("ij,ij->i", parts, parts) / self._norm + 1e-12
 
     def scores(self, frames: np.ndarray) -> np.ndarray:
-        power = self.band_power(frames)
-        level = 10.0 * np.log10(self._level(power))
-        floor = self._track_floor(10.0 * np.log10(self._floor_level(power)))
+        power = self.band_power(frames).astype(np.float64)
+        level_power, floor_power = self._averages(power)
+        level = 10.0 * np.log10(level_power)
+        floor = self._track_floor(10.0 * np.log10(floor_power))
         score = np.clip((level - floor) / self.SCORE_SPAN_DB, 0.0, 1.0)
         score[level < self.MIN_LEVEL_DBFS] = 0.0
         return score
@@ -366,20 +365,25 @@ class EnergyBackend:
         return floor
 
 
-class _MovingAverage:
-    """The mean of the last `width` values, value by value, across calls."""
+class _MovingAverages:
+    """The means of the last `widths` values, value by value, across calls."""
 
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self._tail: np.ndarray | None = None  # the previous width - 1 values
+    def __init__(self, *widths: int) -> None:
+        self.widths = widths
+        self._keep = max(widths) - 1
+        self._tail: np.ndarray | None = None  # the previous values the widest mean needs
 
-    def __call__(self, values: np.ndarray) -> np.ndarray:
+    def __call__(self, values: np.ndarray) -> list[np.ndarray]:
         if self._tail is None:  # the stream's start: as if its first value had lasted
-            self._tail = np.full(self.width - 1, values[0])
+            self._tail = np.full(self._keep, values[0])
         joined = np.concatenate((self._tail, values))
         sums = np.concatenate(([0.0], np.cumsum(joined)))
-        self._tail = joined[joined.size - self.width + 1 :]
-        return (sums[self.width :] - sums[: -self.width]) / self.width
+        self._tail = joined[joined.size - self._keep :]
+        end = sums.size
+        return [
+            (sums[end - values.size :] - sums[end - values.size - width : end - width]) / width
+            for width in self.widths
+        ]
 
 
 # --- silero -------------------------------------------------------------------------
