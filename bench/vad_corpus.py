@@ -102,7 +102,7 @@ def require_espeak() -> str:
     path = shutil.which(ESPEAK)
     if path is None:
         raise EspeakMissing(
-            "espeak-ng is not installed: `make espeak` (apt-get install espeak-ng sox)"
+            "espeak-ng is not installed: `make speech` (apt-get install espeak-ng sox)"
         )
     return path
 

@@ -2,6 +2,9 @@
 
 requirements.txt and requirements-dev.txt are the files people edit;
 requirements.lock and requirements-dev.lock (`make lock`) are what gets installed.
+requirements-nodeps.txt names the packages installed without their declared
+dependencies (from requirements-nodeps.lock, `pip install --no-deps`): the model
+files of silero-vad, whose declared torch is never installed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ USED_WITHOUT_IMPORT = {
     "whitenoise": "middleware named in settings",
     "psycopg": "Django's PostgreSQL driver",
     "psycopg-pool": "the PostgreSQL connection pool Django opens (OPTIONS pool in settings)",
-    "numpy": "a required package of the product: voice audio and VAD (voice/), being built",
     "pytest-django": "pytest plugin",
     "pytest-timeout": "pytest plugin",
     "ruff": "the linter (make lint)",
@@ -47,6 +49,9 @@ def pins(filename: str) -> dict[str, str]:
     text = (ROOT / filename).read_text()
     return {normalized(name): version for name, version in _PIN.findall(text)}
 
+
+# Packages installed without their dependencies, and the file that uses each by name.
+NO_DEPS_USED_BY = {"silero-vad": "voice/vad.py"}
 
 RUNTIME_PINS = pins("requirements.txt")
 DEV_PINS = {**RUNTIME_PINS, **pins("requirements-dev.txt")}
@@ -131,7 +136,27 @@ def test_the_dev_lock_installs_the_application_lock_unchanged():
     assert {name: dev.get(name) for name in application} == application, RELOCK
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_the_no_deps_lock_holds_exactly_the_no_deps_pins():
+    assert pins("requirements-nodeps.lock") == pins("requirements-nodeps.txt"), RELOCK
+
+
+def test_every_no_deps_package_is_used_by_name_and_in_no_other_lock():
+    nodeps = pins("requirements-nodeps.txt")
+
+    assert set(nodeps) == set(NO_DEPS_USED_BY)
+    for name, user in NO_DEPS_USED_BY.items():
+        assert f'"{name}"' in (ROOT / user).read_text()
+    assert set(nodeps) & set(pins("requirements-dev.lock")) == set()
+
+
+def test_no_lock_installs_torch():
+    for lock in ("requirements.lock", "requirements-dev.lock", "requirements-nodeps.lock"):
+        assert "torch" not in pins(lock)
+
+
+@pytest.mark.parametrize(
+    "lock", ["requirements.lock", "requirements-dev.lock", "requirements-nodeps.lock"]
+)
 def test_every_locked_package_has_a_hash(lock):
     entries = re.split(r"\n(?=[A-Za-z0-9])", (ROOT / lock).read_text().split("\n", 2)[2])
     unhashed = [entry.split()[0] for entry in entries if "--hash=sha256:" not in entry]
