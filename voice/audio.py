@@ -161,12 +161,14 @@ class Resampler:
                 position = (start + j) * self._down + self._delay
                 first = position // self._up - self._taps + 1 - self._buffer_start
                 rows = -(-(count - j) // self._up)
-                # Row q: the window of taps input samples ending at output start + j + q * up.
-                windows = np.lib.stride_tricks.as_strided(
-                    buffer[first:],
-                    shape=(rows, self._taps),
+                # Row q: the window of taps input samples ending at output start + j + q * up
+                # (a strided view made directly: as_strided costs more than the product).
+                windows = np.ndarray(
+                    (rows, self._taps),
+                    dtype=np.float32,
+                    buffer=buffer,
+                    offset=first * step,
                     strides=(step * self._down, step),
-                    writeable=False,
                 )
                 out[j :: self._up] = windows @ self._phases[position % self._up]
         self._produced = end

@@ -19,6 +19,7 @@ Pure numpy (and onnxruntime for silero): nothing here imports Django.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from functools import cache
@@ -182,27 +183,25 @@ class VoiceActivityDetector:
     def _decide(self, scores: np.ndarray, first: int) -> list[VadEvent]:
         """Apply the rules to frames first, first + 1, ...: jumps from one change to the next."""
         events: list[VadEvent] = []
+        voiced = scores >= self._exit
+        # Indices of the frames where each kind of run may begin or break.
+        entering = np.flatnonzero(scores >= self._enter).tolist()
+        above = np.flatnonzero(voiced).tolist()
+        below = np.flatnonzero(~voiced).tolist()
         count, k = scores.size, 0
         while k < count:
             if self._run_frame is None:
-                # Look for the first frame that may begin a run.
-                if self.speaking:
-                    found = np.flatnonzero(scores[k:] < self._exit)
-                else:
-                    found = np.flatnonzero(scores[k:] >= self._enter)
-                if not found.size:
+                # The next frame that may begin a run.
+                found = _next(below if self.speaking else entering, k)
+                if found is None:
                     break
-                k += int(found[0])
+                k = found
                 self._run_frame = first + k
                 self._run_start = self._frame_start(first + k)
             # The run goes on while frames keep to its side of the exit threshold.
-            if self.speaking:
-                broken = np.flatnonzero(scores[k:] >= self._exit)
-                length = self._min_silence
-            else:
-                broken = np.flatnonzero(scores[k:] < self._exit)
-                length = self._min_speech
-            end = k + int(broken[0]) if broken.size else count  # first frame off the run
+            broken = _next(above if self.speaking else below, k)
+            end = count if broken is None else broken  # the first frame off the run
+            length = self._min_silence if self.speaking else self._min_speech
             reached = self._frame_reaching(self._run_frame, self._run_start, length) - first
             if reached < end:
                 if self.speaking:
@@ -211,7 +210,7 @@ class VoiceActivityDetector:
                     events.append(self._started(self._run_start))
                 self._run_frame = None
                 k = reached + 1
-            elif broken.size:
+            elif broken is not None:
                 self._run_frame = None
                 k = end if self.speaking else end + 1  # a frame below exit cannot start speech
             else:
@@ -283,6 +282,12 @@ class _Tape:
         """A copy of input samples [begin, end), clipped to what is kept."""
         begin, end = max(begin, self.start), min(end, self.end)
         return self._data[self._first + begin - self.start : self._first + end - self.start].copy()
+
+
+def _next(indices: list[int], at: int) -> int | None:
+    """The first of the sorted `indices` at or after `at`."""
+    position = bisect.bisect_left(indices, at)
+    return indices[position] if position < len(indices) else None
 
 
 def make_backend(name: str, sample_rate: int) -> Backend:
