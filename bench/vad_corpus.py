@@ -133,7 +133,7 @@ def speak(text: str, voice: Voice, sample_rate: int) -> np.ndarray:
 
 
 def trim(samples: np.ndarray, *, relative_db: float = -50.0) -> np.ndarray:
-    """Cut what comes before the first, and after the last, sample within `relative_db` of the peak."""
+    """Cut what lies before the first and after the last sample within `relative_db` of the peak."""
     peak = np.max(np.abs(samples)) if samples.size else 0.0
     loud = np.flatnonzero(np.abs(samples) >= peak * 10 ** (relative_db / 20)) if peak else []
     if not len(loud):
