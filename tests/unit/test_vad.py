@@ -147,15 +147,16 @@ def test_a_backend_at_another_rate_is_fed_resampled_audio_and_its_frames_dated_o
     assert [e.sample_rate for e in events] == [24_000, 24_000]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_the_rules_read_frame_by_frame_give_the_same_events(seed):
-    """The detector jumps from change to change; this reads the rules one frame at a time."""
+@pytest.mark.parametrize("seed", range(1, 7))
+@pytest.mark.parametrize("chunk", [FRAME, 999, 5000, 10**7])
+def test_the_rules_read_frame_by_frame_give_the_same_events(seed, chunk):
+    """The detector jumps from event to event; this reads the rules one frame at a time."""
     rng = np.random.default_rng(seed)
     scores = np.repeat(rng.uniform(0, 1, 300), rng.integers(1, 30, 300)).tolist()
     config = VadConfig(threshold=0.6, min_speech_ms=70, min_silence_ms=150)
     detector, size = scripted(scores, config)
 
-    events = run(detector, np.zeros(size, dtype=np.float32), 999)
+    events = run(detector, np.zeros(size, dtype=np.float32), chunk)
 
     assert timeline(events) == reference_rules(scores, config)
 
