@@ -43,7 +43,9 @@ class VadConfig:
     min_speech_ms: float = 100.0  # VAD_MIN_SPEECH_MS: speech this long before speech_started
     min_silence_ms: float = 500.0  # VAD_MIN_SILENCE_MS: silence this long before speech_stopped
     prefix_padding_ms: float = 300.0  # VAD_PREFIX_PADDING_MS: audio kept before the start
-    max_utterance_ms: float = 120_000.0  # an utterance's audio keeps at most its latest this-long
+    # An utterance's audio keeps at most its latest this-long: memory per session stays
+    # bounded (about twice this, at the input rate) however long a noisy room "speaks".
+    max_utterance_ms: float = 30_000.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -114,6 +116,9 @@ class VoiceActivityDetector:
         rate = self.backend.sample_rate
         self._resampler = None if rate == sample_rate else audio.Resampler(sample_rate, rate)
         self._frame = self.backend.frame_samples
+        # Input samples per backend frame, when whole (16, 24, 48 kHz): dates without rounding.
+        whole = self._frame * sample_rate % rate == 0
+        self._step = self._frame * sample_rate // rate if whole else 0
         self._pending = np.zeros(0, dtype=np.float32)  # backend-rate samples not yet framed
         self._frames_scored = 0
         self._enter = self.config.threshold
@@ -168,10 +173,14 @@ class VoiceActivityDetector:
 
     def _frame_start(self, index: int) -> int:
         """Input sample where backend frame `index` starts."""
+        if self._step:
+            return index * self._step
         return round(index * self._frame * self.sample_rate / self.backend.sample_rate)
 
     def _frame_reaching(self, run_frame: int, run_start: int, length: int) -> int:
         """The first frame from `run_frame` on whose end is `length` samples past `run_start`."""
+        if self._step:  # run_start is run_frame's start
+            return run_frame + max(1, -(-length // self._step)) - 1
         per_frame = self._frame * self.sample_rate / self.backend.sample_rate
         frame = max(run_frame, run_frame + math.ceil(length / per_frame) - 1)
         while self._frame_start(frame + 1) - run_start < length:
@@ -250,7 +259,7 @@ class _Tape:
     """The latest input samples, from input sample `start` to `end`, in a reused array."""
 
     def __init__(self) -> None:
-        self._data = np.zeros(1 << 16, dtype=np.float32)
+        self._data = np.empty(1 << 16, dtype=np.float32)
         self._first = 0  # index in _data of sample `start`
         self._size = 0
         self.start = 0
@@ -263,7 +272,7 @@ class _Tape:
         needed = self._size + samples.size
         if self._first + needed > self._data.size:
             if needed > self._data.size // 2:  # grow, or just slide back to the front
-                grown = np.zeros(max(2 * self._data.size, 2 * needed), dtype=np.float32)
+                grown = np.empty(max(2 * self._data.size, 2 * needed), dtype=np.float32)
                 grown[: self._size] = self._data[self._first : self._first + self._size]
                 self._data = grown
             else:
