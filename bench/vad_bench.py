@@ -38,10 +38,11 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
+import psutil
 import webrtcvad
 
 from bench import vad_corpus
-from bench.harness import code_version, machine_info, write_json
+from bench.harness import ResourceSampler, code_version, machine_info, write_json
 from bench.stats import percentile
 from voice import audio
 from voice.vad import SPEECH_STARTED, SPEECH_STOPPED, VadConfig, VoiceActivityDetector
@@ -165,6 +166,43 @@ def p50_abs(values: list[float]) -> float | None:
     return percentile([abs(v) for v in values], 50)
 
 
+def run_backend(backend: str, config: VadConfig, track, truth: np.ndarray, mixes: dict) -> dict:
+    """One backend over every condition: its table rows and summary."""
+    rows, all_on, all_off, cpu_live, cpu_bulk, seconds = {}, [], [], 0.0, 0.0, 0.0
+    for condition in CONDITIONS:
+        samples = mixes[condition.name]
+        detected, cpu = detect(samples, backend, config, chunk_ms=LIVE_CHUNK_MS)
+        _, cpu_b = detect(samples, backend, config, chunk_ms=BULK_CHUNK_MS)
+        cpu_live, cpu_bulk = cpu_live + cpu, cpu_bulk + cpu_b
+        seconds += track.seconds
+        onsets, offsets, missed = boundary_errors(track.segments, detected)
+        row = scores(truth, frame_labels(detected, samples.size))
+        row.update(
+            onset_p50_ms=p50_abs(onsets),
+            offset_p50_ms=p50_abs(offsets),
+            onset_median_signed_ms=percentile(onsets, 50),
+            offset_median_signed_ms=percentile(offsets, 50),
+            missed=missed,
+            false_starts=sum(
+                not any(a < stop and b > start for start, stop in track.segments)
+                for a, b in detected
+            ),
+        )
+        rows[condition.name] = row
+        all_on += onsets
+        all_off += offsets
+        print(f"  {backend:9} {condition.name:12} F1 {row['f1']:.3f}", file=sys.stderr)
+    noisy = [rows[c.name]["f1"] for c in CONDITIONS if c.noise is not None]
+    return {
+        "conditions": rows,
+        "mean_f1": float(np.mean(noisy)),
+        "onset_p50_ms": p50_abs(all_on),
+        "offset_p50_ms": p50_abs(all_off),
+        "x_realtime_live": seconds / cpu_live,
+        "x_realtime_bulk": seconds / cpu_bulk,
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     config = VadConfig()
     rng = np.random.default_rng(args.seed)
@@ -173,40 +211,10 @@ def run(args: argparse.Namespace) -> dict:
     truth = frame_labels(track.segments, track.speech.size)
     mixes = {c.name: vad_corpus.mix(track, c.noise, c.snr_db or 0.0, rng) for c in CONDITIONS}
     results: dict = {}
-    for backend in args.backends:
-        rows, all_on, all_off, cpu_live, cpu_bulk, seconds = {}, [], [], 0.0, 0.0, 0.0
-        for condition in CONDITIONS:
-            samples = mixes[condition.name]
-            detected, cpu = detect(samples, backend, config, chunk_ms=LIVE_CHUNK_MS)
-            _, cpu_b = detect(samples, backend, config, chunk_ms=BULK_CHUNK_MS)
-            cpu_live, cpu_bulk = cpu_live + cpu, cpu_bulk + cpu_b
-            seconds += track.seconds
-            onsets, offsets, missed = boundary_errors(track.segments, detected)
-            row = scores(truth, frame_labels(detected, samples.size))
-            row.update(
-                onset_p50_ms=p50_abs(onsets),
-                offset_p50_ms=p50_abs(offsets),
-                onset_median_signed_ms=percentile(onsets, 50),
-                offset_median_signed_ms=percentile(offsets, 50),
-                missed=missed,
-                false_starts=sum(
-                    not any(a < stop and b > start for start, stop in track.segments)
-                    for a, b in detected
-                ),
-            )
-            rows[condition.name] = row
-            all_on += onsets
-            all_off += offsets
-            print(f"  {backend:9} {condition.name:12} F1 {row['f1']:.3f}", file=sys.stderr)
-        noisy = [rows[c.name]["f1"] for c in CONDITIONS if c.noise is not None]
-        results[backend] = {
-            "conditions": rows,
-            "mean_f1": float(np.mean(noisy)),
-            "onset_p50_ms": p50_abs(all_on),
-            "offset_p50_ms": p50_abs(all_off),
-            "x_realtime_live": seconds / cpu_live,
-            "x_realtime_bulk": seconds / cpu_bulk,
-        }
+    # Speeds are CPU time of this process, but other work on the cores slows it too: noted.
+    with ResourceSampler({"vad_bench": psutil.Process()}) as load:
+        for backend in args.backends:
+            results[backend] = run_backend(backend, config, track, truth, mixes)
     default = config.backend
     summary = {}
     if default in results and "energy" in results:
@@ -232,6 +240,7 @@ def run(args: argparse.Namespace) -> dict:
             "webrtc_mode": WEBRTC_MODE,
         },
         "machine": machine_info(),
+        "load": load.result,
         "code": code_version(),
         "backends": results,
         "targets": {
@@ -284,6 +293,11 @@ def print_report(report: dict) -> None:
             f"{label:18}"
             + "".join(f"{form.format(report['backends'][b][key]):>23}  " for b in backends)
         )
+    load = report["load"]
+    print(
+        f"speeds: CPU time of this process (one thread); meanwhile other processes used "
+        f"{load.get('other_cpu_percent')}% of a core ({', '.join(load['top_other_processes'])})"
+    )
     print("\ntargets")
     for name, entry in report["targets"].items():
         value = entry["value"]
