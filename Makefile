@@ -19,20 +19,22 @@ PRODUCTION_ENV := DEBUG=false ALLOWED_HOSTS=chat.example.com \
 .PHONY: install lock run test lint format migrate chromium speech check-deploy bench bench-vad clean
 
 # Installs exactly the locked versions, each checked against its hash. The packages
-# of requirements-nodeps.lock come without their declared dependencies (silero-vad's
-# model files, without the torch it names but the ONNX model does not need).
-$(VENV)/.installed: requirements.lock requirements-dev.lock requirements-nodeps.lock
+# of the *-nodeps locks come without their declared dependencies (silero-vad's model
+# files without the torch it names; Smart Turn's, for a benchmark, without pipecat's).
+$(VENV)/.installed: requirements.lock requirements-dev.lock requirements-nodeps.lock \
+		requirements-dev-nodeps.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
-	$(PY) -m pip install -q --require-hashes --no-deps -r requirements-nodeps.lock
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements-nodeps.lock \
+	  -r requirements-dev-nodeps.lock
 	touch $@
 
 install: $(VENV)/.installed
 
-# Rewrites the locks from requirements.txt, requirements-dev.txt and
-# requirements-nodeps.txt (the files people edit): run it after changing a pin
-# there, or after merging branches that did. Unchanged packages keep their locked versions; LOCK_FLAGS=--upgrade moves
+# Rewrites the locks from requirements.txt, requirements-dev.txt and the two
+# *-nodeps.txt (the files people edit): run it after changing a pin there, or
+# after merging branches that did. Unchanged packages keep their locked versions; LOCK_FLAGS=--upgrade moves
 # every unpinned dependency to its newest release. The application lock also
 # constrains the dev lock, so both install the same versions.
 LOCK_FLAGS ?=
@@ -44,6 +46,7 @@ lock:
 	$(UV_COMPILE) requirements.txt -o requirements.lock
 	$(UV_COMPILE) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
 	$(UV_COMPILE) --no-deps requirements-nodeps.txt -o requirements-nodeps.lock
+	$(UV_COMPILE) --no-deps requirements-dev-nodeps.txt -o requirements-dev-nodeps.lock
 
 migrate: install
 	$(PY) manage.py migrate --noinput

@@ -82,3 +82,37 @@ def test_quick_runs_have_four_utterances_and_unknown_backends_are_refused():
     assert vad_bench.parse_args(["--quick"]).utterances == 4
     with pytest.raises(SystemExit):
         vad_bench.parse_args(["--backends", "energy,nope"])
+
+
+# --- bench/turn_bench.py ----------------------------------------------------------
+def test_a_comma_turn_is_a_prefix_of_its_sentence_ending_on_a_comma():
+    from bench.turn_bench import comma_text
+
+    sentence = "Add milk, eggs and a loaf of bread to the shopping list."
+    for seed in range(20):
+        text = comma_text(sentence, np.random.default_rng(seed))
+
+        assert text.endswith(",") and not text.endswith(",,")
+        words = text[:-1].split()
+        assert 2 <= len(words) <= len(sentence.split()) - 2
+        assert sentence.startswith(text[:-1])
+
+
+def test_a_cut_turn_ends_at_its_quietest_20_ms_between_40_and_70_percent():
+    from bench.turn_bench import RATE, cut_mid_sentence
+
+    samples = np.full(RATE, 0.5, dtype=np.float32)  # 50 frames of 20 ms
+    samples[27 * 320 : 28 * 320] = 0.01
+
+    assert cut_mid_sentence(samples).size == 27 * 320
+
+
+def test_smart_turns_files_are_read_from_the_wheel_without_importing_pipecat():
+    import sys
+
+    from bench.turn_bench import MODEL_FILE, _features_module, _wheel_file
+
+    assert _wheel_file(MODEL_FILE).endswith("pipecat/audio/turn/smart_turn/data/" + MODEL_FILE)
+    features = _features_module().compute_whisper_log_mel_features(np.zeros(16_000))
+    assert features.shape == (80, 800)
+    assert "pipecat" not in sys.modules
