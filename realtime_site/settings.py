@@ -318,7 +318,8 @@ ROOM_SYSTEM_PROMPT = env.str(
 VAD_BACKEND = env.str("VAD_BACKEND", default="silero")
 if VAD_BACKEND not in ("silero", "energy"):
     raise ImproperlyConfigured(f"VAD_BACKEND must be 'silero' or 'energy', not {VAD_BACKEND!r}")
-# A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it.
+# A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it
+# (or half of it, if higher).
 VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
 # Speech this long starts a turn; silence this long ends it (counted in audio samples).
 VAD_MIN_SPEECH_MS = env.float("VAD_MIN_SPEECH_MS", default=100.0)

@@ -94,11 +94,14 @@ class VoiceActivityDetector:
     """Turns audio chunks of any size into `speech_started` / `speech_stopped` events.
 
     A frame scoring at least `threshold` is speech; once speech has begun, a
-    frame stays speech down to `threshold - HYSTERESIS`. A run of speech frames
-    lasting `min_speech_ms` starts an utterance (dated from the run's first
-    frame); a run of other frames lasting `min_silence_ms` ends it (dated from
-    that run's first frame). Events come out when they are certain, so a start
-    is reported `min_speech_ms` (plus a frame) after its date.
+    frame stays speech down to `threshold - HYSTERESIS` (or half the threshold,
+    if higher: never zero, so an utterance always can end). A run of speech
+    frames lasting `min_speech_ms` starts an utterance (dated from the run's
+    first frame); a run of other frames lasting `min_silence_ms` ends it (dated
+    from that run's first frame). Events come out when they are certain: a
+    start `min_speech_ms` after its date, a stop `min_silence_ms` after its
+    date, each rounded up to whole backend frames (10 ms for energy, 32 ms for
+    silero), plus the resampler's ~2 ms lookahead when the backend resamples.
     """
 
     HYSTERESIS = 0.15
@@ -122,7 +125,7 @@ class VoiceActivityDetector:
         self._pending = np.zeros(0, dtype=np.float32)  # backend-rate samples not yet framed
         self._frames_scored = 0
         self._enter = self.config.threshold
-        self._exit = max(0.0, self.config.threshold - self.HYSTERESIS)
+        self._exit = max(self.config.threshold - self.HYSTERESIS, self.config.threshold / 2)
         self._min_speech = audio.ms_to_samples(self.config.min_speech_ms, sample_rate)
         self._min_silence = audio.ms_to_samples(self.config.min_silence_ms, sample_rate)
         self._preroll = audio.ms_to_samples(self.config.prefix_padding_ms, sample_rate)
@@ -242,7 +245,7 @@ class VoiceActivityDetector:
         """Keep only the input an utterance may still need."""
         if self.speaking:
             # Its start minus the pre-roll, or its latest max_utterance_ms before a stop
-            # that may be dated up to min_silence_ms (and a frame or two) back.
+            # that may be dated up to min_silence_ms back (and a second to spare).
             needed = max(
                 self._utterance_start - self._preroll,
                 self._tape.end - self._max_audio - self._min_silence - self.sample_rate,
@@ -324,7 +327,8 @@ class EnergyBackend:
     LEVEL_MS - FRAME_MS late (a gradual one, as most voices end, much less).
 
     A level cannot tell a voice from other voices: in babble (several people
-    talking around) this backend takes the babble for speech; silero does not.
+    talking around) this backend takes the babble for speech (silero too, once
+    the babble is within 10 dB of the person: docs/benchmarks.md).
     """
 
     FRAME_MS = 10

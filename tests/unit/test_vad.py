@@ -123,6 +123,15 @@ def test_hysteresis_speech_enters_at_the_threshold_and_stays_until_below_it_minu
     assert timeline(events) == [(SPEECH_STARTED, 30 * FRAME), (SPEECH_STOPPED, 65 * FRAME)]
 
 
+def test_a_low_threshold_still_lets_an_utterance_end():
+    config = VadConfig(threshold=0.1, min_speech_ms=50, min_silence_ms=100)
+    detector, size = scripted([0.0] * 10 + [0.9] * 20 + [0.04] * 20, config)
+
+    events = run(detector, np.zeros(size, dtype=np.float32), 160)
+
+    assert timeline(events) == [(SPEECH_STARTED, 10 * FRAME), (SPEECH_STOPPED, 30 * FRAME)]
+
+
 def test_flush_closes_an_utterance_still_open_at_the_end_of_the_audio():
     detector, size = scripted([0.0] * 10 + [0.9] * 30, VadConfig(min_speech_ms=100))
 
@@ -163,7 +172,8 @@ def test_the_rules_read_frame_by_frame_give_the_same_events(seed, chunk):
 
 def reference_rules(scores, config):
     min_speech, min_silence = config.min_speech_ms // 10, config.min_silence_ms // 10
-    enter, leave = config.threshold, config.threshold - VoiceActivityDetector.HYSTERESIS
+    enter = config.threshold
+    leave = max(enter - VoiceActivityDetector.HYSTERESIS, enter / 2)
     events, speaking, run_start = [], False, None
     for index, score in enumerate(scores):
         on_run = score < leave if speaking else score >= (enter if run_start is None else leave)
