@@ -8,7 +8,6 @@ format of the voice socket's binary frames and of the Realtime API (24 kHz).
 from __future__ import annotations
 
 import base64
-from fractions import Fraction
 from functools import cache
 from math import ceil, gcd
 
@@ -116,10 +115,6 @@ class Resampler:
         self._buffer_start = 0  # input index of _buffer[0]
         self._received = 0  # input samples received
         self._produced = 0  # output samples returned
-
-    @property
-    def ratio(self) -> Fraction:
-        return Fraction(self.rate_out, self.rate_in)
 
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Resample the next chunk; returns the output samples it completes."""
