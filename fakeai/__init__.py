@@ -1,4 +1,4 @@
-"""fakeai: a small OpenAI-wire-compatible chat server.
+"""fakeai: a small OpenAI-wire-compatible server: chat completions and the Realtime API.
 
 It exists so demos, tests and benchmarks can run the real ``openai`` client
 against an upstream whose latency, length and failures we control precisely,

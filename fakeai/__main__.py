@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tps", type=float, default=40.0, help="tokens/second, 0 = unpaced")
     parser.add_argument("--tokens", type=int, default=40, help="reply length in tokens")
     parser.add_argument("--fault", type=parse_fault, default=None, help="default fault spec")
+    parser.add_argument(
+        "--pace", type=float, default=1.0, help="Realtime audio speed: 1 = real time, 0 = unpaced"
+    )
     return parser.parse_args(argv)
 
 
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         tokens_per_second=args.tps,
         tokens=args.tokens,
         fault=args.fault,
+        pace=args.pace,
     )
     asyncio.run(serve(args.host, args.port, defaults))
 

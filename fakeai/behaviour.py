@@ -5,10 +5,15 @@ previous one: process defaults (CLI) < model-name suffix < request headers.
 
 Model suffix: ``<any-base>:ttft=200,tps=50,tokens=30,fault=cut-5``.
 Headers: ``X-Fakeai-Ttft-Ms``, ``X-Fakeai-Tps``, ``X-Fakeai-Tokens``,
-``X-Fakeai-Fault``. ``tps=0`` means no pacing. Fault syntax (``none`` clears):
-``429``, ``429-retry=0.1``, ``500``, ``hang``, ``hang-N``, ``cut-N``,
-``malformed-N``, each optionally followed by ``xK`` (only the first K
-identical requests fail).
+``X-Fakeai-Fault``, ``X-Fakeai-Pace``. ``tps=0`` means no pacing. Fault syntax
+(``none`` clears): ``401``, ``429``, ``429-retry=0.1``, ``500``, ``hang``,
+``hang-N``, ``cut-N``, ``malformed-N``, ``error-N``, each optionally followed
+by ``xK`` (only the first K identical requests fail).
+
+The Realtime endpoint reads the same controls: ``tokens`` is the answer's
+length in words, ``ttft`` the wait before its first delta, ``pace`` how fast
+its audio streams (1 = real time, 2 = twice as fast, 0 = unpaced; ``tps`` is
+not used there), and a fault's N counts audio (or text) deltas.
 """
 
 import dataclasses
@@ -18,19 +23,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FaultKind = Literal["429", "500", "hang", "cut", "malformed"]
+FaultKind = Literal["401", "429", "500", "hang", "cut", "malformed", "error"]
 
 HEADER_TTFT_MS = "X-Fakeai-Ttft-Ms"
 HEADER_TPS = "X-Fakeai-Tps"
 HEADER_TOKENS = "X-Fakeai-Tokens"
 HEADER_FAULT = "X-Fakeai-Fault"
+HEADER_PACE = "X-Fakeai-Pace"
 
 _FAULT_RE = re.compile(
     r"""^(?:
         (?P<rate>429)(?:-retry=(?P<retry>\d+(?:\.\d*)?|\.\d+))?
-      | (?P<error>500)
+      | (?P<status>401|500)
       | (?P<hang>hang)(?:-(?P<hang_n>\d+))?
-      | (?P<kind>cut|malformed)-(?P<n>\d+)
+      | (?P<kind>cut|malformed|error)-(?P<n>\d+)
     )(?:x(?P<times>\d+))?$""",
     re.VERBOSE,
 )
@@ -38,7 +44,11 @@ _FAULT_RE = re.compile(
 
 @dataclass(frozen=True)
 class Fault:
-    """A scripted failure; ``tokens`` content tokens are streamed before it."""
+    """A scripted failure; ``tokens`` content tokens (or Realtime deltas) are streamed before it.
+
+    ``error``: an error arrives in the stream (an SSE ``error`` chunk; a
+    Realtime ``error`` event and a failed response).
+    """
 
     kind: FaultKind
     tokens: int | None = None  # hang/cut/malformed; None for plain "hang"
@@ -54,6 +64,7 @@ class Behaviour:
     tokens_per_second: float = 40.0
     tokens: int = 40
     fault: Fault | None = None
+    pace: float = 1.0  # Realtime audio speed: 1 = real time, 0 = unpaced
 
 
 def parse_fault(spec: str) -> Fault | None:
@@ -68,13 +79,13 @@ def parse_fault(spec: str) -> Fault | None:
     if match["rate"]:
         retry = float(match["retry"]) if match["retry"] is not None else 1.0
         return Fault("429", retry_after=retry, times=times)
-    if match["error"]:
-        return Fault("500", times=times)
+    if match["status"]:
+        return Fault("401" if match["status"] == "401" else "500", times=times)
     if match["hang"]:
         n = int(match["hang_n"]) if match["hang_n"] is not None else None
         return Fault("hang", tokens=n, times=times)
-    kind: FaultKind = "cut" if match["kind"] == "cut" else "malformed"
-    return Fault(kind, tokens=int(match["n"]), times=times)
+    kinds: dict[str, FaultKind] = {"cut": "cut", "malformed": "malformed", "error": "error"}
+    return Fault(kinds[match["kind"]], tokens=int(match["n"]), times=times)
 
 
 def _non_negative(name: str, raw: str) -> float:
@@ -106,12 +117,14 @@ _SUFFIX_FIELDS = {
     "tps": "tokens_per_second",
     "tokens": "tokens",
     "fault": "fault",
+    "pace": "pace",
 }
 _HEADER_FIELDS = {
     HEADER_TTFT_MS.lower(): "ttft_ms",
     HEADER_TPS.lower(): "tokens_per_second",
     HEADER_TOKENS.lower(): "tokens",
     HEADER_FAULT.lower(): "fault",
+    HEADER_PACE.lower(): "pace",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fakeai import wire
+from fakeai import realtime, wire
 from fakeai.behaviour import HEADER_FAULT, Behaviour, Fault, resolve_behaviour
 from fakeai.replies import count_prompt_tokens, reply_tokens
 
@@ -121,6 +121,13 @@ def _fault_response(fault: Fault) -> web.Response | None:
         )
     if fault.kind == "500":
         return _error(500, "The server had an error (fakeai injected fault).", "server_error")
+    if fault.kind == "401":
+        return _error(
+            401,
+            "Incorrect API key provided (fakeai injected fault).",
+            "invalid_request_error",
+            "invalid_api_key",
+        )
     return None
 
 
@@ -233,6 +240,10 @@ async def _stream(request: web.Request, plan: _Plan, abort: _ServerAbort) -> web
         await resp.write(wire.MALFORMED_FRAME)
         await resp.write_eof()
         return resp
+    if fault is not None and fault.kind == "error":
+        await resp.write(wire.error_frame("The server had an error (fakeai injected fault)."))
+        await resp.write_eof()
+        return resp
 
     tail = [frames.finish(plan.finish_reason)]
     if plan.include_usage:
@@ -257,6 +268,8 @@ async def _complete(request: web.Request, plan: _Plan, abort: _ServerAbort) -> w
         return web.Response()  # never reaches the client
     if fault is not None and fault.kind == "malformed":
         return web.Response(body=b"{not json", content_type="application/json")
+    if fault is not None and fault.kind == "error":
+        return _error(500, "The server had an error (fakeai injected fault).", "server_error")
     body = wire.chat_completion(
         plan.completion_id,
         plan.created,
@@ -373,9 +386,10 @@ async def get_stats(request: web.Request) -> web.Response:
 
 
 async def reset_state(request: web.Request) -> web.Response:
-    """``POST /_fakeai/reset``: zero counters, xK fault counters and the log."""
+    """``POST /_fakeai/reset``: zero counters, xK fault counters and the logs (Realtime's too)."""
     state = request.app[STATE_KEY]
     state.reset()
+    request.app[realtime.STATE_KEY].reset()
     return web.json_response(state.stats())
 
 
@@ -389,13 +403,13 @@ async def get_requests(request: web.Request) -> web.Response:
 
 
 def _register_routes(app: web.Application) -> None:
-    """The single place where routes are declared.
-
-    A future Realtime endpoint (``GET /v1/realtime``, WebSocket) belongs here
-    as another ``app.router.add_get`` with its own module.
-    """
+    """The single place where routes are declared (the Realtime handlers are in realtime.py)."""
     app.router.add_get("/v1/models", list_models)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/realtime", realtime.realtime_socket)
+    app.router.add_get("/_fakeai/realtime/stats", realtime.get_stats)
+    app.router.add_get("/_fakeai/realtime/events", realtime.get_events)
+    app.router.add_get("/_fakeai/realtime/audio/{item_id}", realtime.get_audio)
     app.router.add_get("/_fakeai/stats", get_stats)
     app.router.add_post("/_fakeai/reset", reset_state)
     app.router.add_get("/_fakeai/requests", get_requests)
@@ -411,5 +425,6 @@ def create_app(defaults: Behaviour) -> web.Application:
     app[DEFAULTS_KEY] = defaults
     app[STATE_KEY] = ServerState()
     app.on_shutdown.append(_cancel_handlers)
+    realtime.setup(app, defaults)
     _register_routes(app)
     return app

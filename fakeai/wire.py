@@ -34,6 +34,11 @@ def error_body(
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
 
 
+def error_frame(message: str) -> bytes:
+    """An SSE frame carrying an error in the middle of a stream."""
+    return b"data: " + dumps(error_body(message, "server_error")) + b"\n\n"
+
+
 def chat_completion(
     completion_id: str,
     created: int,

@@ -178,6 +178,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         If it fails, the log gets the traceback and the client an `error`
         carrying `error_fields` (e.g. the message id it was following).
         """
+        # Finished followers are dropped here: a long-lived socket follows many.
+        self.followers = {k: task for k, task in self.followers.items() if not task.done()}
         self.followers[key] = asyncio.ensure_future(self._guard(work, error_fields))
 
     def is_following(self, key: Any) -> bool:

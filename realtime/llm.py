@@ -239,7 +239,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
-def _backoff_seconds(attempt: int, error: LLMError) -> float:
+def backoff_seconds(attempt: int, error: LLMError) -> float:
+    """How long to wait before retry `attempt` (1, 2, …): `Retry-After`, else jittered doubling."""
     if error.retry_after is not None:
         return min(error.retry_after, settings.LLM_RETRY_MAX_WAIT_SECONDS)
     base = settings.LLM_RETRY_BASE_SECONDS * (2 ** (attempt - 1))
@@ -273,7 +274,7 @@ async def stream_chat(
             if not error.retryable or attempt > settings.LLM_MAX_RETRIES:
                 metrics.finish()
                 raise error from exc
-            wait = _backoff_seconds(attempt, error)
+            wait = backoff_seconds(attempt, error)
             RETRIES.labels(code=error.code).inc()
             logger.warning("llm retry attempt=%s code=%s wait_s=%.2f", attempt, error.code, wait)
             await asyncio.sleep(wait)

@@ -265,6 +265,27 @@ LLM_SYSTEM_PROMPT = env.str(
     "LLM_SYSTEM_PROMPT",
     default="You are a helpful assistant. Answer clearly; use Markdown for code and lists.",
 )
+# Voice: the Realtime API, through the same key and base URL (voice/realtime.py).
+REALTIME_MODEL = env.str("REALTIME_MODEL", default="gpt-realtime" if OPENAI_API_KEY else "fakeai")
+REALTIME_VOICE = env.str("REALTIME_VOICE", default="marin")
+REALTIME_TRANSCRIPTION_MODEL = env.str(
+    "REALTIME_TRANSCRIPTION_MODEL", default="gpt-4o-mini-transcribe"
+)
+# Voice activity detection on the server (voice/vad.py): who speaks when.
+# "silero" (Silero VAD's ONNX model: voices, not noise; other people's talk is voice too)
+# or "energy" (numpy: the level above an adaptive noise floor; cheaper, and any loud
+# enough sound above a steady noise is speech to it).
+VAD_BACKEND = env.str("VAD_BACKEND", default="silero")
+if VAD_BACKEND not in ("silero", "energy"):
+    raise ImproperlyConfigured(f"VAD_BACKEND must be 'silero' or 'energy', not {VAD_BACKEND!r}")
+# A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it
+# (or half of it, if higher).
+VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
+# Speech this long starts a turn; silence this long ends it (counted in audio samples).
+VAD_MIN_SPEECH_MS = env.float("VAD_MIN_SPEECH_MS", default=100.0)
+VAD_MIN_SILENCE_MS = env.float("VAD_MIN_SILENCE_MS", default=500.0)
+# Audio kept from before the detected start of an utterance.
+VAD_PREFIX_PADDING_MS = env.float("VAD_PREFIX_PADDING_MS", default=300.0)
 
 # --- Sockets, runs and streams (realtime/) -----------------------------------------
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)
@@ -301,8 +322,8 @@ ROOM_PAGE_MESSAGES = env.int("ROOM_PAGE_MESSAGES", default=50)
 ROOM_TYPING_THROTTLE_SECONDS = env.float("ROOM_TYPING_THROTTLE_SECONDS", default=2.0)
 # A socket renews its presence this often; a presence not renewed for
 # PRESENCE_TTL_SECONDS (its process died) is gone.
-PRESENCE_HEARTBEAT_SECONDS = env.float("PRESENCE_HEARTBEAT_SECONDS", default=5.0)
-PRESENCE_TTL_SECONDS = env.float("PRESENCE_TTL_SECONDS", default=15.0)
+PRESENCE_HEARTBEAT_SECONDS = env.float("PRESENCE_HEARTBEAT_SECONDS", default=3.0)
+PRESENCE_TTL_SECONDS = env.float("PRESENCE_TTL_SECONDS", default=9.0)
 ROOM_SYSTEM_PROMPT = env.str(
     "ROOM_SYSTEM_PROMPT",
     default=(
@@ -311,21 +332,6 @@ ROOM_SYSTEM_PROMPT = env.str(
         " helps; be concise; use Markdown for code and lists."
     ),
 )
-
-# --- Voice: local voice activity detection (voice/vad.py) ------------------------------
-# "silero" (Silero VAD's ONNX model: speech only, babble included) or "energy" (numpy:
-# the level above an adaptive noise floor; cheaper, and takes other voices for speech).
-VAD_BACKEND = env.str("VAD_BACKEND", default="silero")
-if VAD_BACKEND not in ("silero", "energy"):
-    raise ImproperlyConfigured(f"VAD_BACKEND must be 'silero' or 'energy', not {VAD_BACKEND!r}")
-# A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it
-# (or half of it, if higher).
-VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
-# Speech this long starts a turn; silence this long ends it (counted in audio samples).
-VAD_MIN_SPEECH_MS = env.float("VAD_MIN_SPEECH_MS", default=100.0)
-VAD_MIN_SILENCE_MS = env.float("VAD_MIN_SILENCE_MS", default=500.0)
-# Audio kept from before the detected start of an utterance.
-VAD_PREFIX_PADDING_MS = env.float("VAD_PREFIX_PADDING_MS", default=300.0)
 
 # --- Chat ---------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)

@@ -11,6 +11,7 @@ from realtime import views as realtime_views
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:index", permanent=False), name="home"),
     path("chat/", include("chat.urls")),
+    path("rooms/", include("rooms.urls")),
     path("chat/tokens/", RedirectView.as_view(pattern_name="accounts:tokens", permanent=True)),
     path("accounts/", include(auth_urlpatterns)),
     path("accounts/", include("accounts.urls")),

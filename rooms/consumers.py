@@ -23,7 +23,11 @@ from rooms import events, presence, services
 
 logger = logging.getLogger(__name__)
 
-TURN = "turn"  # the follower of the AI turn a socket shows
+
+def turn_follower(message_id: int) -> str:
+    """The follower of one AI turn: a socket may still be finishing one as the next starts."""
+    return f"turn:{message_id}"
+
 
 
 class RoomConsumer(RealtimeConsumer):
@@ -157,9 +161,12 @@ class RoomConsumer(RealtimeConsumer):
 
     # --- the AI's turn -------------------------------------------------------------------
     async def _follow(self, message_id: int, *, after: int, announce: bool) -> None:
-        await self.stop_follower(TURN)
+        # A follower of an earlier turn goes on to its end: its last events may
+        # reach this process after the next turn has started.
+        key = turn_follower(message_id)
+        await self.stop_follower(key)
         self.start_follower(
-            TURN, self._forward(message_id, after=after, announce=announce), message_id=message_id
+            key, self._forward(message_id, after=after, announce=announce), message_id=message_id
         )
 
     async def _forward(self, message_id: int, *, after: int, announce: bool) -> None:

@@ -4,24 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q
 
 from rooms.models import Membership, Room, RoomMessage
 
 
-def rooms_for(user) -> tuple[QuerySet[Room], QuerySet[Room]]:
-    """(the user's rooms, public rooms they are not in), most recently active first."""
-    mine = Room.objects.filter(memberships__user=user).select_related("owner")
-    public = (
-        Room.objects.filter(is_private=False)
-        .exclude(memberships__user=user)
-        .select_related("owner")
-    )
-    return mine.order_by("-updated_at"), public.order_by("-updated_at")
+def rooms_for(user, *, limit: int = 100) -> tuple[list[Room], list[Room]]:
+    """(the user's rooms, public rooms they are not in), most recently active first.
+
+    Each room carries `member_count`. Membership is matched by a subquery, not
+    a join: a join on the memberships would make the count count only the user's.
+    """
+    joined = Membership.objects.filter(user=user).values("room_id")
+    rooms = Room.objects.select_related("owner").annotate(member_count=Count("memberships"))
+    mine = rooms.filter(pk__in=joined).order_by("-updated_at")[:limit]
+    public = rooms.filter(is_private=False).exclude(pk__in=joined).order_by("-updated_at")[:limit]
+    return list(mine), list(public)
+
+
+def room_by_invite(code: str) -> Room | None:
+    """The room an invite link opens; None for an unknown or revoked one."""
+    return Room.objects.filter(invite_code=code).first() if code else None
 
 
 def membership(room: Room, user) -> Membership | None:
     return Membership.objects.filter(room=room, user=user).first()
+
+
+def membership_of(room: Room, user_id: int) -> Membership | None:
+    return Membership.objects.filter(room=room, user_id=user_id).select_related("user").first()
 
 
 def can_enter(room: Room, user) -> bool:

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 # Messages of history a turn's prompt is built from (the token budget trims it further).
 HISTORY_MESSAGES = 60
 
+# Words of the pages' URLs under /rooms/ (rooms/urls.py) that a room's slug must not take.
+RESERVED_SLUGS = frozenset({"new", "join"})
+
 
 def group_name(room_id: int) -> str:
     """The channel-layer group of a room's sockets."""
@@ -72,7 +75,7 @@ def create_room(
         for attempt in range(20):
             slug = base if attempt == 0 else f"{base}-{new_invite_code()[:6].lower()}"
             slug = re.sub(r"[^a-z0-9-]", "", slug) or "room"
-            if Room.objects.filter(slug=slug).exists():
+            if slug in RESERVED_SLUGS or Room.objects.filter(slug=slug).exists():
                 continue
             room = Room.objects.create(
                 name=name.strip()[:100],

@@ -8,7 +8,7 @@
 // - a reply outlives the socket: after a reconnect (or a reload) we `resume`
 //   from the last token index we have and keep filling the same bubble.
 
-import { copyWithFeedback } from "./app.js";
+import { el, enhanceCodeBlocks, latencyBadge, thinkingIndicator } from "./messages.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 
@@ -60,20 +60,7 @@ const state = {
   leaving: false, // the page is navigating away (a link, a form such as Log out)
 };
 
-// --- small DOM helpers -------------------------------------------------------------
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name === "class") node.className = value;
-    else if (name === "text") node.textContent = value;
-    else if (name in node) node[name] = value;
-    else node.setAttribute(name, value === true ? "" : value);
-  }
-  node.append(...children);
-  return node;
-}
-
+// --- small helpers -------------------------------------------------------------------
 /** Fill a `{% url ... 0 %}` path from the template with a real id. */
 function urlFor(template, id) {
   return template.replace(/\/0\/(?!.*\/0\/)/, `/${id}/`);
@@ -82,13 +69,6 @@ function urlFor(template, id) {
 function titleFrom(text) {
   const line = text.trim().split("\n")[0] || "";
   return line.length > TITLE_CHARS ? `${line.slice(0, TITLE_CHARS)}…` : line;
-}
-
-function formatNumber(value, digits) {
-  return Number(value).toLocaleString(undefined, {
-    minimumFractionDigits: digits,
-    maximumFractionDigits: digits,
-  });
 }
 
 // --- messages ------------------------------------------------------------------------
@@ -121,15 +101,6 @@ function buildUserMessage(text) {
   return buildMessage({ role: "user", status: "sending", body });
 }
 
-function thinkingIndicator(label = "Thinking…") {
-  return el(
-    "span",
-    { class: "thinking", "data-testid": "thinking" },
-    el("span", { class: "thinking-dots", "aria-hidden": "true" }, el("span"), el("span"), el("span")),
-    el("span", { class: "thinking-label", text: label }),
-  );
-}
-
 function buildAssistantMessage(messageId) {
   const body = el("div", { class: "message-body prose", "data-testid": "message-body" }, thinkingIndicator());
   return buildMessage({ role: "assistant", status: "streaming", messageId, body });
@@ -145,24 +116,6 @@ function findMessage(messageId) {
   return ui.inner.querySelector(`.message[data-message-id="${CSS.escape(String(messageId))}"]`);
 }
 
-function latencyBadge(metrics) {
-  if (!metrics || metrics.ttft_ms === null || metrics.ttft_ms === undefined) return null;
-  const badge = el("span", {
-    class: "latency-badge",
-    "data-testid": "latency-badge",
-    "data-ttft-ms": Math.round(metrics.ttft_ms),
-    title: "Time to first token · generation speed · tokens",
-  });
-  badge.append(el("span", { text: `TTFT ${formatNumber(metrics.ttft_ms, 0)} ms` }));
-  if (metrics.tokens_per_second !== null && metrics.tokens_per_second !== undefined) {
-    badge.append(el("span", { text: `${formatNumber(metrics.tokens_per_second, 1)} tok/s` }));
-  }
-  if (metrics.tokens !== null && metrics.tokens !== undefined) {
-    badge.append(el("span", { text: `${metrics.tokens} token${metrics.tokens === 1 ? "" : "s"}` }));
-  }
-  return badge;
-}
-
 function errorBox(message) {
   return el(
     "div",
@@ -170,29 +123,6 @@ function errorBox(message) {
     el("span", { class: "message-error-text", text: message || "The reply failed." }),
     el("button", { type: "button", class: "button button-small", "data-retry": true, "data-testid": "retry-button", text: "Retry" }),
   );
-}
-
-/** Wrap each <pre> of rendered html with a Copy button and its language, once. */
-function enhanceCodeBlocks(root) {
-  for (const pre of root.querySelectorAll("pre")) {
-    if (pre.parentElement.classList.contains("code-block")) continue;
-    const wrapper = el("div", { class: "code-block" });
-    pre.replaceWith(wrapper);
-    const language = [...(pre.querySelector("code")?.classList ?? [])]
-      .find((name) => name.startsWith("language-"))
-      ?.slice("language-".length);
-    const head = el(
-      "div",
-      { class: "code-block-head" },
-      el("span", { class: "code-language", text: language || "code" }),
-      el("button", { type: "button", class: "copy-code", "data-copy-code": true, "aria-label": "Copy code", text: "Copy" }),
-    );
-    // Markdown ends every fence with a newline, which renders as an empty last line.
-    const last = (pre.querySelector("code") ?? pre).lastChild;
-    if (last?.nodeType === Node.TEXT_NODE) last.data = last.data.replace(/\n+$/, "");
-    pre.tabIndex = 0; // a scrollable region must be reachable by keyboard
-    wrapper.append(head, pre);
-  }
 }
 
 // --- the reply being streamed ------------------------------------------------------

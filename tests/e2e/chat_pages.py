@@ -155,23 +155,24 @@ class ChatFrames:
 
 
 class ChatSocketCutter:
-    """Routes the page's chat sockets through Playwright, so a test can cut one.
+    """Routes the page's chat sockets (or those matching `url`) through Playwright, so a
+    test can cut one.
 
     Install before the page opens its socket. Every socket still reaches the
     real server (with the page's cookies and Origin); `cut()` closes the
     current one as a network failure would, and the page reconnects.
     """
 
-    def __init__(self, page: Page) -> None:
+    def __init__(self, page: Page, url: re.Pattern = CHAT_SOCKET) -> None:
         self.current: WebSocketRoute | None = None
-        page.route_web_socket(CHAT_SOCKET, self._route)
+        page.route_web_socket(url, self._route)
 
     def _route(self, route: WebSocketRoute) -> None:
         route.connect_to_server()
         self.current = route
 
     def cut(self) -> None:
-        assert self.current is not None, "the page has not opened a chat socket"
+        assert self.current is not None, "the page has not opened a socket to cut"
         self.current.close(code=4000, reason="cut by the test")
 
 

@@ -94,6 +94,15 @@ def page(page_watch):
 
 
 @pytest.fixture
+def other_page(browser):
+    """A second person's laptop page: a browser context of its own (its own cookies)."""
+    context, watch = _watched_page(browser, viewport=LAPTOP)
+    yield watch.page
+    context.close()
+    watch.assert_clean()
+
+
+@pytest.fixture
 def phone_page(browser):
     """A phone-sized, touch page; it fails the test as `page` does."""
     context, watch = _watched_page(browser, viewport=PHONE, is_mobile=True, has_touch=True)

@@ -125,6 +125,8 @@ def test_parse_fault_syntax() -> None:
     assert parse_fault("hang-4") == Fault("hang", tokens=4)
     assert parse_fault("cut-5x1") == Fault("cut", tokens=5, times=1)
     assert parse_fault("malformed-2") == Fault("malformed", tokens=2)
+    assert parse_fault("error-3") == Fault("error", tokens=3)
+    assert parse_fault("401") == Fault("401")
     for bad in ["cut", "404", "hang-x", "cut-1y2"]:
         with pytest.raises(ValueError):
             parse_fault(bad)
@@ -264,6 +266,24 @@ async def test_malformed_gives_n_tokens_then_json_error(ai: AsyncOpenAI) -> None
     with pytest.raises(json.JSONDecodeError):
         await collect(stream, got)
     assert got == reply_tokens(HI, 12)[:4]
+
+
+@pytest.mark.asyncio
+async def test_error_gives_n_tokens_then_an_error_in_the_stream(ai: AsyncOpenAI) -> None:
+    stream = await ai.chat.completions.create(
+        model="fakeai:fault=error-2", messages=HI, stream=True
+    )
+    got: list[str] = []
+    with pytest.raises(openai.APIError, match="fakeai injected fault"):
+        await collect(stream, got)
+    assert got == reply_tokens(HI, 12)[:2]
+
+
+@pytest.mark.asyncio
+async def test_401_raises_authentication_error(ai: AsyncOpenAI) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await ai.chat.completions.create(model="fakeai:fault=401", messages=HI, stream=True)
+    assert caught.value.code == "invalid_api_key"
 
 
 @pytest.mark.asyncio

@@ -206,6 +206,13 @@ async def test_a_model_that_stops_between_tokens_is_a_timeout(model_at, fakeai_u
     assert (await failure_of("fakeai:fault=hang-3")).code == "timeout"
 
 
+async def test_an_error_inside_the_stream_is_an_upstream_error(model_at, fakeai_url):
+    model_at(fakeai_url)
+    error = await failure_of("fakeai:fault=error-2")
+    assert (error.code, error.retryable) == ("upstream_error", True)
+    assert error.message.startswith("The model service reported an error:")
+
+
 async def test_a_server_that_hangs_up_is_a_broken_connection_not_a_timeout(model_at):
     async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(100)
