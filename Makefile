@@ -16,20 +16,25 @@ PRODUCTION_ENV := DEBUG=false ALLOWED_HOSTS=chat.example.com \
 	CSRF_TRUSTED_ORIGINS=https://chat.example.com BEHIND_TLS_PROXY=true \
 	DATABASE_URL=postgres://app@db:5432/realtime REDIS_URL=redis://redis:6379/0
 
-.PHONY: install lock run test lint format migrate chromium check-deploy bench clean
+.PHONY: install lock run test lint format migrate chromium speech check-deploy bench bench-vad clean
 
-# Installs exactly the locked versions, each checked against its hash.
-$(VENV)/.installed: requirements.lock requirements-dev.lock
+# Installs exactly the locked versions, each checked against its hash. The packages
+# of the *-nodeps locks come without their declared dependencies (silero-vad's model
+# files without the torch it names; Smart Turn's, for a benchmark, without pipecat's).
+$(VENV)/.installed: requirements.lock requirements-dev.lock requirements-nodeps.lock \
+		requirements-dev-nodeps.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements-nodeps.lock \
+	  -r requirements-dev-nodeps.lock
 	touch $@
 
 install: $(VENV)/.installed
 
-# Rewrites the locks from requirements.txt and requirements-dev.txt (the files
-# people edit): run it after changing a pin there, or after merging branches that
-# did. Unchanged packages keep their locked versions; LOCK_FLAGS=--upgrade moves
+# Rewrites the locks from requirements.txt, requirements-dev.txt and the two
+# *-nodeps.txt (the files people edit): run it after changing a pin there, or
+# after merging branches that did. Unchanged packages keep their locked versions; LOCK_FLAGS=--upgrade moves
 # every unpinned dependency to its newest release. The application lock also
 # constrains the dev lock, so both install the same versions.
 LOCK_FLAGS ?=
@@ -40,6 +45,8 @@ lock:
 	$(PY) -m pip install -q "$$(grep -E '^uv==' requirements-dev.txt)"
 	$(UV_COMPILE) requirements.txt -o requirements.lock
 	$(UV_COMPILE) requirements-dev.txt -c requirements.lock -o requirements-dev.lock
+	$(UV_COMPILE) --no-deps requirements-nodeps.txt -o requirements-nodeps.lock
+	$(UV_COMPILE) --no-deps requirements-dev-nodeps.txt -o requirements-dev-nodeps.lock
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -66,6 +73,11 @@ chromium:
 	@test -x $(CHROMIUM) || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# Debian's espeak-ng (speech for the VAD tests and benchmark) and sox.
+speech:
+	@command -v espeak-ng >/dev/null && command -v sox >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng sox; }
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -81,13 +93,16 @@ check-deploy: install
 
 # The whole suite in the embedded mode, then the chat integration tests again
 # against PostgreSQL + Redis.
-test: install chromium lint check-deploy
+test: install chromium speech lint check-deploy
 	$(PY) -m pytest
 	SECRET_KEY=$(TEST_SECRET_KEY) DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) \
 	  $(PY) -m pytest -m services
 
 bench: install
 	$(PY) -m bench.chat_load
+
+bench-vad: install speech
+	$(PY) -m bench.vad_bench
 
 clean:
 	rm -rf $(VENV) db.sqlite3* staticfiles .pytest_cache .ruff_cache

@@ -271,6 +271,21 @@ REALTIME_VOICE = env.str("REALTIME_VOICE", default="marin")
 REALTIME_TRANSCRIPTION_MODEL = env.str(
     "REALTIME_TRANSCRIPTION_MODEL", default="gpt-4o-mini-transcribe"
 )
+# Voice activity detection on the server (voice/vad.py): who speaks when.
+# "silero" (Silero VAD's ONNX model: voices, not noise; other people's talk is voice too)
+# or "energy" (numpy: the level above an adaptive noise floor; cheaper, and any loud
+# enough sound above a steady noise is speech to it).
+VAD_BACKEND = env.str("VAD_BACKEND", default="silero")
+if VAD_BACKEND not in ("silero", "energy"):
+    raise ImproperlyConfigured(f"VAD_BACKEND must be 'silero' or 'energy', not {VAD_BACKEND!r}")
+# A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it
+# (or half of it, if higher).
+VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
+# Speech this long starts a turn; silence this long ends it (counted in audio samples).
+VAD_MIN_SPEECH_MS = env.float("VAD_MIN_SPEECH_MS", default=100.0)
+VAD_MIN_SILENCE_MS = env.float("VAD_MIN_SILENCE_MS", default=500.0)
+# Audio kept from before the detected start of an utterance.
+VAD_PREFIX_PADDING_MS = env.float("VAD_PREFIX_PADDING_MS", default=300.0)
 
 # --- Sockets, runs and streams (realtime/) -----------------------------------------
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)

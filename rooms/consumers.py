@@ -29,7 +29,6 @@ def turn_follower(message_id: int) -> str:
     return f"turn:{message_id}"
 
 
-
 class RoomConsumer(RealtimeConsumer):
     """One member's socket in one room."""
 

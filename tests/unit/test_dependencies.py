@@ -2,6 +2,10 @@
 
 requirements.txt and requirements-dev.txt are the files people edit;
 requirements.lock and requirements-dev.lock (`make lock`) are what gets installed.
+requirements-nodeps.txt and requirements-dev-nodeps.txt name the packages
+installed without their declared dependencies (from their locks, `pip install
+--no-deps`): for the application silero-vad's model files, whose declared torch
+is never installed; for a benchmark pipecat-ai's Smart Turn files.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ USED_WITHOUT_IMPORT = {
     "whitenoise": "middleware named in settings",
     "psycopg": "Django's PostgreSQL driver",
     "psycopg-pool": "the PostgreSQL connection pool Django opens (OPTIONS pool in settings)",
-    "numpy": "a required package of the product: voice audio and VAD (voice/), being built",
     "pytest-django": "pytest plugin",
     "pytest-timeout": "pytest plugin",
     "ruff": "the linter (make lint)",
@@ -47,6 +50,14 @@ def pins(filename: str) -> dict[str, str]:
     text = (ROOT / filename).read_text()
     return {normalized(name): version for name, version in _PIN.findall(text)}
 
+
+# Packages installed without their dependencies, by requirements file, and the file
+# that uses each by name (the application's in application code).
+NO_DEPS_USED_BY = {
+    "requirements-nodeps.txt": {"silero-vad": "voice/vad.py"},
+    "requirements-dev-nodeps.txt": {"pipecat-ai": "bench/turn_bench.py"},
+}
+NO_DEPS_LOCKS = ["requirements-nodeps.lock", "requirements-dev-nodeps.lock"]
 
 RUNTIME_PINS = pins("requirements.txt")
 DEV_PINS = {**RUNTIME_PINS, **pins("requirements-dev.txt")}
@@ -131,7 +142,35 @@ def test_the_dev_lock_installs_the_application_lock_unchanged():
     assert {name: dev.get(name) for name in application} == application, RELOCK
 
 
-@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+@pytest.mark.parametrize("requirements", list(NO_DEPS_USED_BY))
+def test_a_no_deps_lock_holds_exactly_its_pins(requirements):
+    lock = requirements.replace(".txt", ".lock")
+
+    assert pins(lock) == pins(requirements), RELOCK
+
+
+@pytest.mark.parametrize("requirements", list(NO_DEPS_USED_BY))
+def test_every_no_deps_package_is_used_by_name_and_in_no_other_lock(requirements):
+    nodeps = pins(requirements)
+
+    assert set(nodeps) == set(NO_DEPS_USED_BY[requirements])
+    for name, user in NO_DEPS_USED_BY[requirements].items():
+        assert f'"{name}"' in (ROOT / user).read_text()
+    assert set(nodeps) & set(pins("requirements-dev.lock")) == set()
+
+
+def test_the_applications_no_deps_packages_are_used_by_application_code():
+    users = NO_DEPS_USED_BY["requirements-nodeps.txt"].values()
+
+    assert all(user.split("/")[0] in APPLICATION_CODE for user in users)
+
+
+def test_no_lock_installs_torch():
+    for lock in ["requirements.lock", "requirements-dev.lock", *NO_DEPS_LOCKS]:
+        assert "torch" not in pins(lock)
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock", *NO_DEPS_LOCKS])
 def test_every_locked_package_has_a_hash(lock):
     entries = re.split(r"\n(?=[A-Za-z0-9])", (ROOT / lock).read_text().split("\n", 2)[2])
     unhashed = [entry.split()[0] for entry in entries if "--hash=sha256:" not in entry]
