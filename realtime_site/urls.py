@@ -12,6 +12,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:index", permanent=False), name="home"),
     path("chat/", include("chat.urls")),
     path("rooms/", include("rooms.urls")),
+    path("voice/", include("voice.urls")),
     path("chat/tokens/", RedirectView.as_view(pattern_name="accounts:tokens", permanent=True)),
     path("accounts/", include(auth_urlpatterns)),
     path("accounts/", include("accounts.urls")),

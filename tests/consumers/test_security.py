@@ -344,6 +344,7 @@ def test_no_page_has_inline_styles_or_scripts(alice):
         "new chat": client.get("/chat/"),
         "conversation": client.get(f"/chat/{conversation.pk}/"),
         "tokens with a new key": client.get("/accounts/tokens/"),
+        "voice": client.get("/voice/"),
     }
 
     assert {name: inline_code_in(page) for name, page in pages.items()} == {
