@@ -83,8 +83,8 @@ const state = {
   // the conversation
   responding: false,
   turn: null, // the turn of the response under way
-  userDraft: null, // the person's turn being spoken, before its transcript
-  typed: [], // typed turns waiting for their transcript, oldest first
+  stopRequested: null, // the turn the person pressed Stop on
+  typed: [], // typed turns, newest last, in case the server echoes one as a transcript
   articles: new Map(), // item id -> article
   latencies: new Map(), // turn -> ms, for a turn whose article is not there yet
   stickToBottom: true,
@@ -92,10 +92,10 @@ const state = {
 };
 
 // --- transcript ------------------------------------------------------------------------
-function buildTurn(role, { itemId = null, turn = null, status = "streaming", text = "", source = "voice" } = {}) {
+function buildTurn(role, { itemId = null, turn = null, status = "streaming", text = "", source = "voice", before = null } = {}) {
   const body = el("div", { class: "message-body is-plain", "data-testid": "turn-text" });
   if (text) body.textContent = text;
-  else body.append(thinkingIndicator(role === "user" ? "Listening…" : "The AI is thinking…"));
+  else body.append(thinkingIndicator(role === "user" ? "Transcribing…" : "The AI is thinking…"));
   const article = el(
     "article",
     {
@@ -118,7 +118,8 @@ function buildTurn(role, { itemId = null, turn = null, status = "streaming", tex
   );
   if (itemId) state.articles.set(itemId, article);
   $("empty-state")?.remove();
-  ui.inner.append(article);
+  if (before) before.before(article);
+  else ui.inner.append(article);
   scrollToBottomIfStuck();
   return article;
 }
@@ -151,19 +152,21 @@ function claim(article, itemId) {
   return article;
 }
 
-/** The person's turn of `itemId`: the one being spoken, a typed one, or a new one. */
+/** The person's turn of `itemId`: a typed one with its text, or a new one.
+ *
+ * A spoken turn's transcript may arrive after its answer started: it then goes
+ * before that answer, unless a turn of the person's is already there.
+ */
 function userTurn(itemId, text) {
   const known = state.articles.get(itemId);
   if (known) return known;
-  // A typed turn is matched by its text (the server may or may not echo it as a transcript).
   const typedIndex = text === undefined ? -1 : state.typed.findIndex((article) => bodyOf(article).textContent === text);
   if (typedIndex >= 0) return claim(state.typed.splice(typedIndex, 1)[0], itemId);
-  if (state.userDraft) {
-    const draft = state.userDraft;
-    state.userDraft = null;
-    return claim(draft, itemId);
-  }
-  return buildTurn("user", { itemId });
+  const turns = ui.inner.querySelectorAll(".voice-turn");
+  const last = turns[turns.length - 1];
+  const previous = turns[turns.length - 2];
+  const answerFirst = last?.dataset.role === "assistant" && last.dataset.turn === String(state.turn) && previous?.dataset.role !== "user";
+  return buildTurn("user", { itemId, before: answerFirst ? last : null });
 }
 
 /** The AI's turn of `itemId`: the placeholder of the response under way, or a new one. */
@@ -196,6 +199,7 @@ function showLatency(article, ms) {
   );
 }
 
+/** The end of an answer: completed, cancelled, failed, or interrupted (by speech or Stop). */
 function finishAssistant(turn, status) {
   const articles = turn === null ? [] : [...ui.inner.querySelectorAll(`.voice-turn[data-role="assistant"][data-turn="${CSS.escape(String(turn))}"]`)];
   for (const article of articles) {
@@ -205,7 +209,7 @@ function finishAssistant(turn, status) {
       if (status === "completed") article.remove();
       else body.replaceChildren();
     }
-    if (status === "cancelled" && !article.querySelector("[data-marker=interrupted]")) addMarker(article, "stopped", "Stopped");
+    if (status === "cancelled" && !article.querySelector("[data-marker]")) addMarker(article, "stopped", "Stopped");
     if (status === "failed") addMarker(article, "failed", "Failed");
   }
 }
@@ -396,20 +400,19 @@ const handlers = {
       showNotice(`The server sends audio at ${event.sample_rate} Hz; this page plays ${config.sampleRate} Hz.`);
     }
     ui.subtitle.textContent = event.demo
-      ? "Speak with the demo model: it answers with a fixed voice and repeats what it heard."
+      ? "The demo model: it says back what it heard."
       : `Speak with ${event.model}; it answers aloud.`;
     setConnection("connected");
     updateControls();
   },
 
   vad(event) {
-    if (event.state === "speech_started") {
-      setVad("speech");
-      if (!state.userDraft) state.userDraft = buildTurn("user", { status: "speaking" });
-    } else if (event.state === "speech_stopped") {
-      setVad(state.micOn ? "listening" : "off");
-      if (state.userDraft) state.userDraft.dataset.status = "transcribing";
-    }
+    // Speech while the AI talks may be its own echo: the server decides, and
+    // says `interrupted` if it was the person.
+    if (event.state === "speech_started") setVad("speech");
+    else if (event.state === "speech_stopped") setVad(state.micOn ? "listening" : "off");
+    ui.vad.dataset.atMs = event.at_ms;
+    ui.layout.dataset.speechStarts = Number(ui.layout.dataset.speechStarts || 0) + (event.state === "speech_started" ? 1 : 0);
   },
 
   transcript(event) {
@@ -451,18 +454,27 @@ const handlers = {
 
   interrupted(event) {
     flushPlayback();
-    state.counters.interruptions += 1;
-    ui.layout.dataset.interruptions = state.counters.interruptions;
-    const article = state.articles.get(event.item_id) ?? articleOfTurn(event.turn);
+    // The answer is over: no `response` event follows an interrupted one.
+    if (event.turn === state.turn) state.responding = false;
+    const stopped = state.stopRequested === event.turn;
+    state.stopRequested = null;
+    const article = (event.item_id && state.articles.get(event.item_id)) || articleOfTurn(event.turn);
     if (article) {
-      article.dataset.status = "interrupted";
       const seconds = formatNumber((event.played_ms ?? 0) / 1000, 1);
-      addMarker(article, "interrupted", `Interrupted after ${seconds} s`);
+      if (stopped) addMarker(article, "stopped", `Stopped after ${seconds} s`);
+      else addMarker(article, "interrupted", `Interrupted after ${seconds} s`);
     }
+    finishAssistant(event.turn, stopped ? "cancelled" : "interrupted");
+    if (!stopped) {
+      state.counters.interruptions += 1;
+      ui.layout.dataset.interruptions = state.counters.interruptions;
+    }
+    updateControls();
   },
 
   latency(event) {
     const ms = event.voice_to_voice_ms;
+    if (ms === null || ms === undefined) return; // a typed turn: no speech to measure from
     state.latencies.set(event.turn, ms);
     const article = articleOfTurn(event.turn);
     if (article) showLatency(article, ms);
@@ -478,6 +490,7 @@ const handlers = {
       showFatal(event.message || "The voice session ended.");
       return;
     }
+    if (event.code === "not_streaming") return; // Stop crossed the answer's end
     showNotice(event.message);
   },
 
@@ -517,7 +530,7 @@ function setVad(name) {
 function renderMic() {
   ui.mic.setAttribute("aria-pressed", String(state.micOn));
   ui.mic.dataset.state = state.micStarting ? "starting" : state.micOn ? "on" : "off";
-  ui.micLabel.textContent = state.micStarting ? "Starting…" : state.micOn ? "Stop talking" : "Start talking";
+  ui.micLabel.textContent = state.micStarting ? "Starting…" : state.micOn ? "Turn off the mic" : "Start talking";
   ui.mic.disabled = state.micStarting;
 }
 
@@ -552,6 +565,7 @@ function showFatal(text) {
 }
 
 function stopAnswer() {
+  state.stopRequested = state.turn;
   sendFrame({ type: "cancel" });
   flushPlayback();
 }
@@ -559,7 +573,7 @@ function stopAnswer() {
 function sendText(text) {
   const content = text.trim();
   if (!content || !sendFrame({ type: "text", content })) return false;
-  state.typed.push(buildTurn("user", { status: "final", text: content, source: "typed" }));
+  state.typed = [...state.typed.slice(-4), buildTurn("user", { status: "final", text: content, source: "typed" })];
   state.stickToBottom = true;
   scrollToBottomIfStuck();
   // The answer is spoken: the audio has to be ready to play it.
@@ -639,8 +653,6 @@ function onClosed(code) {
   state.responding = false;
   finishAssistant(state.turn, "cancelled");
   state.turn = null;
-  state.userDraft?.remove();
-  state.userDraft = null;
   if (state.micOn) setVad("listening");
   updateControls();
   if (state.leaving) return;

@@ -33,17 +33,30 @@ playwright_sync.expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     # Module scope: Playwright's sync API runs an event loop in the main thread
     # while open, which would break async tests collected after this module.
+    # One per module, shared by every browser the module launches.
     if not Path(CHROMIUM_PATH).exists():
         pytest.fail(
             f"no Chromium at {CHROMIUM_PATH}: run `make chromium` (apt-get install chromium)"
         )
     with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM_PATH, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        yield playwright
+
+
+def launch_chromium(playwright, *extra_args: str):
+    """The system Chromium, headless, with CHROMIUM_ARGS and `extra_args`."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM_PATH, args=[*CHROMIUM_ARGS, *extra_args]
+    )
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    browser = launch_chromium(playwright)
+    yield browser
+    browser.close()
 
 
 # Every page of a watched context reports what its Content-Security-Policy blocked.
