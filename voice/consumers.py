@@ -89,6 +89,8 @@ class VoiceConsumer(RealtimeConsumer):
         logger.warning("voice upstream failed code=%s: %s", exc.code, exc.message)
         await self.send_event(events.fatal_error(exc.code, exc.message, retryable=exc.retryable))
         await self.close(code=CLOSE_UPSTREAM_FAILED)
+        if self.conversation is not None:
+            await self.conversation.close()  # records end now, not at the disconnect
 
     # --- frames -------------------------------------------------------------------------
     def max_frames_per_10s(self) -> int:

@@ -185,14 +185,19 @@ class VoiceConversation:
         self._pump_task = asyncio.ensure_future(self._pump(on_fatal))
 
     async def close(self) -> None:
-        """The person left: close the upstream at once, finish the records, leave no task."""
+        """The person left: close the upstream at once, finish the records, leave no task.
+
+        Idempotent; callable from the upstream reader itself (a fatal error).
+        """
+        if self._closing:
+            return
         self._closing = True
         current = self._answering
         if current is not None and current.status is None:
             current.cut = True
             self._finish(current, "completed" if current.answer_status else "cancelled")
         await self.upstream.close()
-        if self._pump_task is not None:
+        if self._pump_task is not None and self._pump_task is not asyncio.current_task():
             self._pump_task.cancel()
             await asyncio.gather(self._pump_task, return_exceptions=True)
         await self._saver.close(error=self.fatal)
