@@ -488,8 +488,9 @@ class VoiceConversation:
         return turn is not None and not turn.cut and response_id == turn.response_id
 
     async def _on_upstream_error(self, turn: Turn | None, event: ErrorEvent) -> None:
+        # Said by the Realtime service, not a refusal of one of the person's frames.
         await self.outbox.send_event(
-            wire.error(event.code, event.message, retryable=event.retryable)
+            wire.error(event.code, event.message, retryable=event.retryable, source="upstream")
         )
         refused = turn is not None and turn.response_id is None
         if refused and turn.status is None and not self.upstream.response_active:
