@@ -7,7 +7,8 @@ type. What every socket gets:
 - accept, then close 4401 for an anonymous user (a close before accept would
   be an HTTP 403 and the client would never see the code), and close 4401
   later when the socket's credentials end (realtime/credentials.py);
-- flood protection: more than WS_MAX_FRAMES_PER_10S frames in 10 s is an
+- flood protection: more than `max_frames_per_10s()` frames (WS_MAX_FRAMES_PER_10S
+  unless a socket says otherwise) in 10 s is an
   `error {code: too_many_frames}` then close 4429;
 - frame validation (size, JSON, nesting, `type`) and dispatch by `type`; every
   refused frame is one `error` event and the socket stays open;
@@ -76,7 +77,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.user = self.scope.get("user")
         self.closing = False
         self.followers: dict[Any, asyncio.Task] = {}
-        self.frames = FrameRateLimiter(limit=settings.WS_MAX_FRAMES_PER_10S, window_s=10)
+        self.frames = FrameRateLimiter(limit=self.max_frames_per_10s(), window_s=10)
         self.credential_groups: list[str] = []
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
@@ -150,6 +151,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     def max_frame_bytes(self) -> int:
         return settings.WS_MAX_FRAME_BYTES
 
+    def max_frames_per_10s(self) -> int:
+        """The flood limit; a socket streaming audio sends far more frames than one typing."""
+        return settings.WS_MAX_FRAMES_PER_10S
+
     def parse_event(self, data: dict) -> tuple[str, Any]:
         """The event type and what its handler gets (by default the frame itself)."""
         return wire.event_type(data, allowed=self.client_types), data
@@ -168,6 +173,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             # Straight to the server's send: Channels' two wrapper layers cost a
             # noticeable share of a streamed token's CPU, for nothing here.
             await self.base_send({"type": "websocket.send", "text": wire.dumps(event)})
+        except SOCKET_GONE:
+            self.closing = True
+
+    async def send_binary(self, data: bytes) -> None:
+        """A binary frame (audio), with the same guards as `send_event`."""
+        if self.closing:
+            return
+        try:
+            await self.base_send({"type": "websocket.send", "bytes": data})
         except SOCKET_GONE:
             self.closing = True
 

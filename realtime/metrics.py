@@ -64,6 +64,17 @@ RUNS_IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 
+# --- voice (voice.conversation) ------------------------------------------------------
+VOICE_TO_VOICE = Histogram(
+    "realtime_voice_to_voice_seconds",
+    "From the end of the person's speech (its audio's arrival) to the answer's first audio sent.",
+    buckets=(0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 6, 10),
+)
+VOICE_ECHO_IGNORED = Counter(
+    "realtime_voice_echo_ignored",
+    "Speech heard during an answer that the echo gate judged to be the answer's own echo.",
+)
+
 # --- sockets (realtime.consumers) -----------------------------------------------------
 OPEN_SOCKETS = Gauge(
     "realtime_open_sockets",

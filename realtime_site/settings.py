@@ -286,6 +286,26 @@ VAD_MIN_SPEECH_MS = env.float("VAD_MIN_SPEECH_MS", default=100.0)
 VAD_MIN_SILENCE_MS = env.float("VAD_MIN_SILENCE_MS", default=500.0)
 # Audio kept from before the detected start of an utterance.
 VAD_PREFIX_PADDING_MS = env.float("VAD_PREFIX_PADDING_MS", default=300.0)
+# Who ends a spoken turn: "local" (the VAD above: commit + response.create at its
+# speech_stopped, with the echo gate) or "server" (the Realtime API's own VAD).
+VOICE_TURN_DETECTION = env.str("VOICE_TURN_DETECTION", default="local")
+if VOICE_TURN_DETECTION not in ("local", "server"):
+    raise ImproperlyConfigured(
+        f"VOICE_TURN_DETECTION must be 'local' or 'server', not {VOICE_TURN_DETECTION!r}"
+    )
+VOICE_INSTRUCTIONS = env.str(
+    "VOICE_INSTRUCTIONS",
+    default="You are a helpful voice assistant. Answer briefly and conversationally.",
+)
+# Largest microphone frame (bytes of PCM16 at 24 kHz: 9600 = 200 ms); browsers send 20-40 ms.
+VOICE_MAX_FRAME_BYTES = env.int("VOICE_MAX_FRAME_BYTES", default=9600)
+# The voice socket's flood limit: 20 ms frames are 500 per 10 s, plus events.
+VOICE_MAX_FRAMES_PER_10S = env.int("VOICE_MAX_FRAMES_PER_10S", default=1200)
+# Speech heard while the assistant is audible is compared with what it played in
+# windows this long before it may interrupt (voice/echo.py): the barge-in's delay.
+VOICE_ECHO_JUDGE_MS = env.float("VOICE_ECHO_JUDGE_MS", default=250.0)
+# A turn is saved once its user transcript arrives, or after this long without it.
+VOICE_TRANSCRIPT_WAIT_SECONDS = env.float("VOICE_TRANSCRIPT_WAIT_SECONDS", default=5.0)
 
 # --- Sockets, runs and streams (realtime/) -----------------------------------------
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=65536)
