@@ -88,7 +88,7 @@ const state = {
   articles: new Map(), // item id -> article
   latencies: new Map(), // turn -> ms, for a turn whose article is not there yet
   stickToBottom: true,
-  counters: { framesSent: 0, audioFrames: 0, interruptions: 0 },
+  counters: { framesSent: 0, audioFrames: 0, interruptions: 0, flushes: 0 },
 };
 
 // --- transcript ------------------------------------------------------------------------
@@ -369,18 +369,22 @@ function flushPlayback() {
 }
 
 function onPlaybackReport(report) {
-  if (!report.item) return;
-  const playedMs = report.samples / (config.sampleRate / 1000);
-  state.playedMs.set(report.item, playedMs);
-  ui.layout.dataset.playedMs = Math.round([...state.playedMs.values()].reduce((sum, ms) => sum + ms, 0));
-  ui.layout.dataset.playedItem = report.item;
-  // The server only cares about the item it is sending; after a flush this is
-  // the exact figure where the answer was cut.
-  if (report.item === state.audioItem) {
-    sendFrame({ type: "playback", item_id: report.item, played_ms: Math.round(playedMs) });
+  if (report.type === "flushed") {
+    state.counters.flushes += 1;
+    ui.layout.dataset.flushes = state.counters.flushes;
   }
-  if (report.type === "drained" || report.type === "flushed") setPlaying(false);
-  else setPlaying(true);
+  if (report.item) {
+    const playedMs = report.samples / (config.sampleRate / 1000);
+    state.playedMs.set(report.item, playedMs);
+    ui.layout.dataset.playedMs = Math.round([...state.playedMs.values()].reduce((sum, ms) => sum + ms, 0));
+    ui.layout.dataset.playedItem = report.item;
+    // The server only cares about the item it is sending; after a flush this is
+    // the exact figure where the answer was cut.
+    if (report.item === state.audioItem) {
+      sendFrame({ type: "playback", item_id: report.item, played_ms: Math.round(playedMs) });
+    }
+  }
+  setPlaying(report.type === "played");
 }
 
 function setPlaying(playing) {
