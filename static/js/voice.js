@@ -1,6 +1,6 @@
 // The voice page: the microphone up and the AI's voice down one WebSocket to /ws/voice/.
 //
-// Protocol reference: docs/protocol.md (the voice socket). Binary frames are
+// Protocol reference: voice/events.py (every voice event). Binary frames are
 // PCM16 mono little-endian at 24 kHz both ways. Two AudioWorklets do the
 // audio work off the main thread: voice-capture-worklet.js resamples the mic
 // to 24 kHz and cuts 20 ms frames; voice-playback-worklet.js plays the
