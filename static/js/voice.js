@@ -105,6 +105,7 @@ function buildTurn(role, { itemId = null, turn = null, status = "streaming", tex
       "data-status": status,
       "data-item-id": itemId ?? "",
       "data-turn": turn ?? "",
+      "data-session": state.sessionId ?? "",
       "data-source": source,
     },
     el("div", { class: "avatar", "aria-hidden": "true", text: role === "user" ? "You" : "AI" }),
@@ -181,8 +182,14 @@ function assistantTurn(itemId, turn = state.turn) {
   return buildTurn("assistant", { itemId, turn });
 }
 
+/** The AI's turns numbered `turn` in this session (a new session counts from 1 again). */
+function turnSelector(turn) {
+  const session = CSS.escape(String(state.sessionId ?? ""));
+  return `.voice-turn[data-role="assistant"][data-session="${session}"][data-turn="${CSS.escape(String(turn))}"]`;
+}
+
 function articleOfTurn(turn) {
-  return ui.inner.querySelector(`.voice-turn[data-role="assistant"][data-turn="${CSS.escape(String(turn))}"]`);
+  return ui.inner.querySelector(turnSelector(turn));
 }
 
 function showLatency(article, ms) {
@@ -201,7 +208,7 @@ function showLatency(article, ms) {
 
 /** The end of an answer: completed, cancelled, failed, or interrupted (by speech or Stop). */
 function finishAssistant(turn, status) {
-  const articles = turn === null ? [] : [...ui.inner.querySelectorAll(`.voice-turn[data-role="assistant"][data-turn="${CSS.escape(String(turn))}"]`)];
+  const articles = turn === null ? [] : [...ui.inner.querySelectorAll(turnSelector(turn))];
   for (const article of articles) {
     if (article.dataset.status === "streaming") article.dataset.status = status;
     const body = bodyOf(article);
@@ -338,7 +345,7 @@ function onCaptureFrame(message) {
   state.level = message.dbfs;
   if (!state.levelFrame) state.levelFrame = requestAnimationFrame(drawLevel);
   // Live audio is not kept while the socket is down: it would arrive stale.
-  if (state.connected && state.socket?.readyState === WebSocket.OPEN) {
+  if (inSession()) {
     state.socket.send(message.pcm);
     state.counters.framesSent += 1;
     ui.layout.dataset.framesSent = state.counters.framesSent;
@@ -397,6 +404,9 @@ function setPlaying(playing) {
 // --- server events -------------------------------------------------------------------
 const handlers = {
   session(event) {
+    if (ui.inner.querySelector(".voice-turn")) {
+      ui.inner.append(el("p", { class: "voice-divider", "data-testid": "session-divider", text: "New voice session" }));
+    }
     state.sessionId = event.session_id;
     ui.layout.dataset.sessionId = event.session_id;
     ui.layout.dataset.vadBackend = event.vad_backend ?? "";
@@ -517,8 +527,15 @@ function handleFrame(data) {
   handlers[event.type]?.(event);
 }
 
+/** The voice session is open: `session` came on the current socket. */
+function inSession() {
+  return state.connected && state.sessionId !== null && state.socket?.readyState === WebSocket.OPEN;
+}
+
+/** Send a JSON frame; all but `ping` wait for the session (the server refuses them before). */
 function sendFrame(frame) {
-  if (!state.connected || state.socket?.readyState !== WebSocket.OPEN) return false;
+  const ready = frame.type === "ping" ? state.connected && state.socket?.readyState === WebSocket.OPEN : inSession();
+  if (!ready) return false;
   state.socket.send(JSON.stringify(frame));
   return true;
 }
@@ -540,7 +557,7 @@ function renderMic() {
 
 function updateControls() {
   ui.stop.disabled = !(state.responding || state.playing);
-  ui.send.disabled = !state.connected || !ui.input.value.trim();
+  ui.send.disabled = !inSession() || !ui.input.value.trim();
 }
 
 function showNotice(text) {
@@ -650,13 +667,13 @@ function heartbeat() {
 function onClosed(code) {
   state.socket = null;
   state.connected = false;
-  state.sessionId = null;
   clearConnectionTimers();
-  // What was playing belonged to the session that just ended.
+  // What was streaming or playing belonged to the session that just ended.
   flushPlayback();
+  if (state.responding) finishAssistant(state.turn, "cancelled");
   state.responding = false;
-  finishAssistant(state.turn, "cancelled");
   state.turn = null;
+  state.sessionId = null;
   if (state.micOn) setVad("listening");
   updateControls();
   if (state.leaving) return;

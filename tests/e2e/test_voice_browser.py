@@ -279,9 +279,17 @@ def test_a_fatal_error_is_shown_and_reconnect_opens_a_new_session(voice_page, li
     assert len(server.sockets) == 2
 
 
-def test_a_dropped_socket_reconnects_with_backoff(voice_page, live_site):
+def answer_with_text(server: FakeVoiceServer, turn: int, item_id: str, text: str) -> None:
+    server.send({"type": "response", "status": "started", "turn": turn})
+    server.send({"type": "transcript", "role": "assistant", "item_id": item_id,
+                 "delta": text, "final": False})  # fmt: skip
+
+
+def test_a_dropped_socket_reconnects_with_backoff_into_a_new_session(voice_page, live_site):
     server = FakeVoiceServer()
     open_voice(voice_page, live_site, server=server)
+    answer_with_text(server, 1, "item_a", "cut short")
+    expect(turns(voice_page, "assistant")).to_have_count(1)
 
     server.sockets[-1].close(code=1011, reason="gone")
 
@@ -292,6 +300,13 @@ def test_a_dropped_socket_reconnects_with_backoff(voice_page, live_site):
         "data-state", "connected"
     )
     assert len(server.sockets) == 2
+    expect(turns(voice_page, "assistant").first.get_by_test_id("stopped-marker")).to_be_visible()
+    # The new session counts its turns from 1 again: its answer is a turn of its own.
+    answer_with_text(server, 1, "item_b", "a new answer")
+    expect(turns(voice_page, "assistant").get_by_test_id("turn-text")).to_have_text(
+        ["cut short", "a new answer"]
+    )
+    expect(voice_page.get_by_test_id("session-divider")).to_have_count(1)
 
 
 def test_without_a_microphone_permission_the_page_says_so_and_typing_still_works(page, live_site):
@@ -375,3 +390,25 @@ def test_a_spoken_question_is_heard_answered_aloud_and_talked_over(voice_page, l
     assert data_number(voice_page, "interruptions") >= 1
     BUILD.mkdir(exist_ok=True)
     voice_page.screenshot(path=BUILD / "voice-desktop.png", animations="disabled")
+
+
+def test_a_typed_question_is_answered_aloud_and_stop_silences_it(voice_page, live_site):
+    sent = record_sent_events(voice_page)
+    open_voice(voice_page, live_site)  # the microphone stays off
+
+    voice_page.get_by_test_id("text-input").fill("what time is it")
+    voice_page.get_by_test_id("send-button").click()
+
+    expect(turns(voice_page, "user").get_by_test_id("turn-text")).to_have_text("what time is it")
+    answer = turns(voice_page, "assistant").first
+    expect(answer.get_by_test_id("turn-text")).to_contain_text("Echo: what time is it")
+    expect(voice_page.get_by_test_id("playback-state")).to_have_attribute("data-state", "playing")
+    wait_for_count(voice_page, "playedMs", 300)
+
+    voice_page.get_by_test_id("stop-button").click()
+
+    expect(answer.get_by_test_id("stopped-marker")).to_have_text(re.compile(r"^Stopped after "))
+    expect(voice_page.get_by_test_id("playback-state")).to_have_attribute("data-state", "idle")
+    expect(voice_page.get_by_test_id("stop-button")).to_be_disabled()
+    assert [event for event in sent if event["type"] == "cancel"] == [{"type": "cancel"}]
+    expect(voice_page.get_by_test_id("notice")).to_be_hidden()
