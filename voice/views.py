@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-# The wire format of /ws/voice/ both ways: PCM16 mono little-endian (voice/consumers.py).
-SAMPLE_RATE = 24_000
+from voice import events
+
 # The microphone goes up in frames of this length (the server takes 20–40 ms).
 FRAME_MS = 20
 
@@ -22,8 +23,10 @@ def voice_page(request: HttpRequest) -> HttpResponse:
         {
             "client_config": {
                 "wsPath": "/ws/voice/",
-                "sampleRate": SAMPLE_RATE,
+                "sampleRate": events.SAMPLE_RATE,
                 "frameMs": FRAME_MS,
+                # Typed input is a chat message to the voice model (voice/consumers.py).
+                "maxTextChars": settings.CHAT_MAX_MESSAGE_CHARS,
             },
         },
     )

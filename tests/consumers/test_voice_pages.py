@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from accounts.services import create_api_token
+from voice import events, views
 
 pytestmark = pytest.mark.django_db
 
@@ -51,15 +52,20 @@ def test_a_bearer_token_does_not_open_the_voice_page(ana):
     assert response.url.startswith("/accounts/login/")
 
 
-def test_the_voice_page_gives_the_script_its_socket_and_audio_format(ana_client):
+def test_the_voice_page_gives_the_script_its_socket_and_audio_format(ana_client, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 500
+
     response = ana_client.get("/voice/")
 
     assert response.status_code == 200
-    assert voice_config(response.content.decode()) == {
+    body = response.content.decode()
+    assert voice_config(body) == {
         "wsPath": "/ws/voice/",
         "sampleRate": 24000,
         "frameMs": 20,
+        "maxTextChars": 500,
     }
+    assert 'maxlength="500"' in body
 
 
 def test_the_voice_page_names_both_worklets_through_the_static_files(ana_client):
@@ -96,3 +102,14 @@ def test_the_voice_page_connects_only_to_its_own_host(ana_client):
     policy = dict(part.split(maxsplit=1) for part in header.split("; "))
     assert policy["script-src"] == "'self'"
     assert policy["connect-src"] == "'self' ws://testserver"
+
+
+def test_the_pages_microphone_frames_fit_what_the_socket_takes(settings):
+    frame_bytes = events.BYTES_PER_MS * views.FRAME_MS
+
+    assert 20 <= views.FRAME_MS <= 40
+    assert frame_bytes % 2 == 0
+    assert frame_bytes <= settings.VOICE_MAX_FRAME_BYTES
+    # 50 frames a second, plus playback reports every 100 ms, stay under the flood limit.
+    per_10s = 10_000 // views.FRAME_MS + 10_000 // 100
+    assert per_10s < settings.VOICE_MAX_FRAMES_PER_10S
