@@ -174,7 +174,10 @@ function userTurn(itemId, text) {
 function assistantTurn(itemId, turn = state.turn) {
   const known = state.articles.get(itemId);
   if (known) return known;
-  const placeholder = ui.inner.querySelector('.voice-turn[data-role="assistant"][data-item-id=""][data-status="streaming"]');
+  const session = CSS.escape(String(state.sessionId ?? ""));
+  const placeholder = ui.inner.querySelector(
+    `.voice-turn[data-role="assistant"][data-session="${session}"][data-item-id=""][data-status="streaming"]`,
+  );
   if (placeholder) {
     if (turn !== null) placeholder.dataset.turn = turn;
     return claim(placeholder, itemId);

@@ -339,6 +339,10 @@ def test_the_voice_page_fits_a_phone(voice_phone, live_site):
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], test_id
     BUILD.mkdir(exist_ok=True)
     voice_phone.screenshot(path=BUILD / "voice-phone.png", animations="disabled")
+    voice_phone.emulate_media(color_scheme="dark")
+    background = voice_phone.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 17, 21)"  # --bg of the dark theme
+    voice_phone.screenshot(path=BUILD / "voice-phone-dark.png", animations="disabled")
 
 
 # --- the page against the real voice socket (daphne + fakeai's Realtime endpoint) -------------
