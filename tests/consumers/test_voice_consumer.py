@@ -270,12 +270,23 @@ async def test_the_assistant_echo_in_the_microphone_does_not_interrupt_it(voice,
 
 
 async def echo_back(
-    client: VoiceClient, item_id: str, *, seconds: float, delay_ms: float, level_db: float
+    client: VoiceClient,
+    item_id: str,
+    *,
+    seconds: float,
+    delay_ms: float,
+    level_db: float,
+    person: bytes = b"",
+    person_at_s: float = 0.0,
+    until_interrupted: bool = False,
 ) -> int:
     """Play the answer as it arrives and feed it back as the microphone, in real time.
 
-    Reports `playback` every 100 ms like the page; returns the samples echoed.
+    Reports `playback` every 100 ms like the page; mixes `person` in from
+    `person_at_s`; returns the samples echoed.
     """
+    voice_over = audio.pcm16_to_float(person)
+    person_from = int(person_at_s * RATE)
     loop = asyncio.get_running_loop()
     started = loop.time()
     delay = int(RATE * delay_ms / 1000)
@@ -290,11 +301,46 @@ async def echo_back(
         chunk = attenuate(bytes(client.audio[begin * 2 : end * 2]), level_db)
         chunk = np.concatenate([np.zeros(frame - len(chunk), dtype=np.float32), chunk])
         echoed += int(np.count_nonzero(chunk))
+        spoken = voice_over[max(0, played - person_from) : max(0, played + frame - person_from)]
+        chunk[frame - len(spoken) :] += spoken
+        if until_interrupted and any(e["type"] == "interrupted" for e in client.events):
+            break
         await client.ws.send_to(bytes_data=audio.float_to_pcm16(chunk))
         if index % 5 == 0:
             played_ms = min(played, len(client.audio) // 2) * 1000 // RATE
             await client.send({"type": "playback", "item_id": item_id, "played_ms": played_ms})
     return echoed
+
+
+async def test_a_person_speaking_over_the_echo_still_interrupts(voice, fakeai, settings):
+    settings.REALTIME_MODEL = PLAYING
+    await voice.close()
+    _, token = await make_user_with_token("barger")
+    client, _ = await open_voice(token)
+    try:
+        start = await playing_answer(client, settings)
+        interruption = speech("wait, that is not what I asked", OTHER_PERSON, level_db=-18)
+        await echo_back(
+            client,
+            start["item_id"],
+            seconds=4.0,
+            delay_ms=120,
+            level_db=-10,
+            person=interruption,
+            person_at_s=1.0,
+            until_interrupted=True,
+        )
+        interrupted = [e for e in client.events if e["type"] == "interrupted"]
+        assert len(interrupted) == 1
+        # Cut after the person began (1 s in), within a few judgement windows.
+        assert 1000 <= interrupted[0]["played_ms"] <= 2500
+        session_id = (await VoiceSession.objects.alatest("started_at")).upstream_session_id
+        truncate = next(
+            e for e in await fakeai.events(session_id) if e["type"] == "conversation.item.truncate"
+        )
+        assert truncate["audio_end_ms"] == interrupted[0]["played_ms"]
+    finally:
+        await client.close()
 
 
 # --- bad input -------------------------------------------------------------------------------
