@@ -168,10 +168,12 @@ async def test_latency_is_sent_per_turn_with_its_parts(voice):
     await voice.send_audio(silence(0.8), paced=True)
     latency = (await voice.receive_until("latency"))[-1]
     assert latency["turn"] == 1
-    # At least the VAD's wait for 500 ms of silence, and then the upstream's time.
-    assert latency["vad_wait_ms"] >= 400
-    assert latency["voice_to_voice_ms"] >= latency["vad_wait_ms"] + latency["upstream_ms"]
-    assert latency["server_ms"] < 50
+    # The VAD's wait for 500 ms of silence (as the paced frames were handled: less
+    # on a busy machine, where frames queue), then the upstream's time, then ours.
+    assert 0 < latency["vad_wait_ms"] < 2000
+    assert latency["upstream_ms"] > 0 and latency["server_ms"] >= 0
+    parts = latency["vad_wait_ms"] + latency["upstream_ms"] + latency["server_ms"]
+    assert parts <= latency["voice_to_voice_ms"] <= parts + 50
 
 
 async def test_a_finished_turn_is_stored_and_appears_in_the_chat_history(voice):
@@ -223,19 +225,19 @@ async def test_speaking_over_the_answer_cancels_and_truncates_it_where_it_was_he
     client, _ = await open_voice(token)
     try:
         start = await playing_answer(client, settings)
-        await asyncio.sleep(0.3)
-        await client.send({"type": "playback", "item_id": start["item_id"], "played_ms": 700})
+        await asyncio.sleep(0.5)
+        await client.send({"type": "playback", "item_id": start["item_id"], "played_ms": 400})
         await client.send_audio(
             speech("stop please, I have another question", OTHER_PERSON), paced=True
         )
         interrupted = (await client.receive_until("interrupted"))[-1]
         assert interrupted["item_id"] == start["item_id"]
-        assert 700 <= interrupted["played_ms"] <= 700 + 3000
+        # Where the report said, advanced by the time since: the VAD's 100 ms of speech
+        # and a 250 ms echo-gate window into the utterance.
+        assert 400 + 300 <= interrupted["played_ms"] <= 400 + 1500
         session_id = (await VoiceSession.objects.alatest("started_at")).upstream_session_id
-        logged = await fakeai.events(session_id)
-        kinds = [e["type"] for e in logged]
-        assert "response.cancel" in kinds
-        truncate = next(e for e in logged if e["type"] == "conversation.item.truncate")
+        truncate = await fakeai.first(session_id, "conversation.item.truncate")
+        assert "response.cancel" in await fakeai.types(session_id)
         assert truncate["item_id"] == start["item_id"]
         assert truncate["audio_end_ms"] == interrupted["played_ms"]
         # The interrupting utterance is answered.
@@ -335,9 +337,7 @@ async def test_a_person_speaking_over_the_echo_still_interrupts(voice, fakeai, s
         # Cut after the person began (1 s in), within a few judgement windows.
         assert 1000 <= interrupted[0]["played_ms"] <= 2500
         session_id = (await VoiceSession.objects.alatest("started_at")).upstream_session_id
-        truncate = next(
-            e for e in await fakeai.events(session_id) if e["type"] == "conversation.item.truncate"
-        )
+        truncate = await fakeai.first(session_id, "conversation.item.truncate")
         assert truncate["audio_end_ms"] == interrupted[0]["played_ms"]
     finally:
         await client.close()
