@@ -9,9 +9,9 @@ Run from the repository root:
     python -m bench.voice_latency --quick         # smoke: 1 and 2 sockets, 2 turns each
 
 It starts its own fakeai and one daphne (REALTIME_MODEL="fakeai:ttft=200,
-pace=1,tokens=3": the first audio 200 ms after `response.create`, then ~1 s
-of speech streamed in real time), creates users `bench-<i>` with API tokens,
-and measures two ways, each at several concurrencies:
+pace=1,tokens=4": the first audio 200 ms after `response.create`, then the
+answer, "Echo: <what was said> (turn n)", spoken in real time), creates
+users `bench-<i>` with API tokens, and measures two ways, each at several concurrencies:
 
 1. **Relay vs direct** (text turns). N clients on `/ws/voice/` send `text
    {content}` and time the first binary audio frame; at the same time N
@@ -154,7 +154,9 @@ def parse_args(argv: list[str] | None = None) -> Params:
     parser.add_argument("--spoken-turns", type=int, default=3, help="spoken turns per socket")
     parser.add_argument("--ttft-ms", type=float, default=200.0, help="fakeai time to first audio")
     parser.add_argument("--pace", type=float, default=1.0, help="fakeai audio speed (1 = real)")
-    parser.add_argument("--words", type=int, default=3, help="fakeai answer length in words")
+    parser.add_argument(
+        "--words", type=int, default=4, help="fakeai answer length in words (at least its echo)"
+    )
     parser.add_argument(
         "--modes",
         default=EMBEDDED,
@@ -188,7 +190,8 @@ def parse_args(argv: list[str] | None = None) -> Params:
     modes = tuple(part.strip() for part in args.modes.split(",") if part.strip())
     turns, spoken_turns = args.turns, args.spoken_turns
     if args.quick:
-        sockets, spoken, turns, spoken_turns, modes = [1, 2], [1, 2], 2, 2, modes[:1]
+        sockets, turns, spoken_turns, modes = [1, 2], 2, 2, modes[:1]
+        spoken = [1, 2] if spoken else []
     if not sockets or turns < 1 or spoken_turns < 1 or args.words < 1:
         parser.error("--sockets, --turns, --spoken-turns and --words must be positive")
     if not modes or not set(modes) <= {EMBEDDED, REDIS_PG}:
@@ -286,6 +289,7 @@ class TurnResult:
     first_audio: float | None = None
     latency: dict | None = None  # the server's `latency` event
     early_audio: bool = False  # spoken: answer audio before the speech had ended
+    ended: float | None = None  # the answer's end (its `response` or `response.done`)
 
     @property
     def ms(self) -> float | None:
@@ -367,7 +371,9 @@ async def open_direct(url: str, slots: asyncio.Semaphore) -> ClientConnection:
 
 
 def prompt(client: int, turn: int) -> str:
-    return f"Voice benchmark, client {client + 1}, turn {turn + 1}: say something."
+    """Short: fakeai's answer echoes it in full ("Echo: Hi. (turn 1)"), and a long answer
+    only makes the turn longer, not its first audio sooner."""
+    return "Hi."
 
 
 async def relay_text_turn(ws: ClientConnection, content: str, timeout_s: float) -> TurnResult:
@@ -396,6 +402,7 @@ async def relay_text_turn(ws: ClientConnection, content: str, timeout_s: float) 
                     result.status = f"error:{event.get('code')}"
                     return result
                 elif kind == "response" and event.get("status") != "started":
+                    result.ended = now
                     break
         result.status = "ok" if result.first_audio is not None else "no_audio"
         if item_id is not None:
@@ -431,6 +438,7 @@ async def direct_text_turn(ws: ClientConnection, content: str, timeout_s: float)
                     if result.first_audio is None:
                         result.first_audio = now
                 elif RESPONSE_DONE in head:
+                    result.ended = now
                     break
                 elif '"type":"error"' in head:
                     result.status = f"error:{json.loads(raw)['error'].get('code')}"
@@ -543,6 +551,7 @@ async def read_spoken_turn(ws: ClientConnection, result: TurnResult, over: async
                 result.status = f"error:{event.get('code')}"
                 return
             elif kind == "response" and event.get("status") != "started":
+                result.ended = now
                 result.status = "ok" if result.first_audio is not None else "no_audio"
                 if item_id is not None:
                     played = int(audio.samples_to_ms(audio_bytes // 2, RATE))
@@ -689,6 +698,11 @@ def _statuses(turns: list[TurnResult]) -> dict[str, int]:
     return counts
 
 
+def _turn_s(turn: TurnResult) -> float | None:
+    """The whole turn, from the first frame sent to the answer's end."""
+    return None if turn.ended is None or turn.sent is None else rnd(turn.ended - turn.sent, 3)
+
+
 def _part(turns: list[TurnResult], key: str) -> list[float]:
     return [t.latency[key] for t in turns if t.latency and t.latency.get(key) is not None]
 
@@ -741,6 +755,8 @@ def summarize_text(mode: str, run: LevelRun, *, daphne: str) -> dict:
         "samples": {
             "relay_ms": [rnd(v) for v in relay_ms],
             "direct_ms": [rnd(v) for v in direct_ms],
+            "relay_turn_s": [_turn_s(t) for t in run.relay],
+            "direct_turn_s": [_turn_s(t) for t in run.direct],
         },
     }
 
