@@ -755,6 +755,7 @@ def summarize_text(mode: str, run: LevelRun, *, daphne: str) -> dict:
         "samples": {
             "relay_ms": [rnd(v) for v in relay_ms],
             "direct_ms": [rnd(v) for v in direct_ms],
+            "relay_upstream_ms": [(t.latency or {}).get("upstream_ms") for t in relay_ok],
             "relay_turn_s": [_turn_s(t) for t in run.relay],
             "direct_turn_s": [_turn_s(t) for t in run.direct],
         },
