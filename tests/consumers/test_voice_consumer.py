@@ -463,3 +463,30 @@ async def test_an_upstream_that_refuses_the_session_gets_a_fatal_error(voice, se
     assert (await client.receive())["code"] == CLOSE_UPSTREAM_FAILED
     row = await VoiceSession.objects.alatest("started_at")
     assert row.status == VoiceSession.Status.ERROR
+
+
+# --- the Realtime service's own VAD ------------------------------------------------------------
+async def test_with_server_turn_detection_the_services_vad_ends_the_turn(voice, settings, fakeai):
+    settings.VOICE_TURN_DETECTION = "server"
+    await voice.close()
+    _, token = await make_user_with_token("server-vad")
+    client, first = await open_voice(token)
+    try:
+        assert first["vad_backend"] == "server"
+        await speak_turn(client)
+        events = await client.receive_until(
+            lambda e: e["type"] == "response" and e["status"] == "completed"
+        )
+        states = [e["state"] for e in events if e["type"] == "vad"]
+        assert states[:2] == ["speech_started", "speech_stopped"]
+        assert any(e["type"] == "audio_start" for e in events)
+        latency = next(e for e in events if e["type"] == "latency")
+        assert latency["voice_to_voice_ms"] > 0  # from the service's speech_stopped
+        session_id = (await VoiceSession.objects.alatest("started_at")).upstream_session_id
+        kinds = await fakeai.types(session_id)
+        # Every frame went up; the service committed and answered on its own.
+        assert "input_audio_buffer.commit" not in kinds and "response.create" not in kinds
+        update = await fakeai.first(session_id, "session.update")
+        assert update["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    finally:
+        await client.close()
