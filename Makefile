@@ -16,7 +16,7 @@ PRODUCTION_ENV := DEBUG=false ALLOWED_HOSTS=chat.example.com \
 	CSRF_TRUSTED_ORIGINS=https://chat.example.com BEHIND_TLS_PROXY=true \
 	DATABASE_URL=postgres://app@db:5432/realtime REDIS_URL=redis://redis:6379/0
 
-.PHONY: install lock run test lint format migrate chromium speech check-deploy bench bench-vad clean
+.PHONY: install lock run test lint format migrate chromium speech check-deploy bench bench-vad bench-echo bench-voice clean
 
 # Installs exactly the locked versions, each checked against its hash. The packages
 # of the *-nodeps locks come without their declared dependencies (silero-vad's model
@@ -103,6 +103,14 @@ bench: install
 
 bench-vad: install speech
 	$(PY) -m bench.vad_bench
+
+# The echo gate; the echo cancellers it is compared with are rows only where their
+# (optional, uninstalled) packages import.
+bench-echo: install speech
+	$(PY) -m bench.echo_bench
+
+bench-voice: install speech
+	$(PY) -m bench.voice_latency
 
 clean:
 	rm -rf $(VENV) db.sqlite3* staticfiles .pytest_cache .ruff_cache

@@ -72,7 +72,7 @@ class VoiceConsumer(RealtimeConsumer):
                 session_id=record.pk,
                 model=upstream.model,
                 vad_backend="server" if server_vad else settings.VAD_BACKEND,
-                demo=not settings.OPENAI_API_KEY or settings.REALTIME_MODEL == "fakeai",
+                demo=settings.DEMO_MODE,
             )
         )
         self.conversation.start(on_fatal=self._fail)

@@ -400,7 +400,9 @@ class VoiceConversation:
         turn.played_ms = played
         if self.upstream.response_active:
             await self.upstream.cancel_response()
-        if turn.item_id is not None and played < turn.audio_ms:
+        # Unheard audio is cut from the item: what was not sent yet (still generating)
+        # or sent and not played.
+        if turn.item_id is not None and (turn.answer_status is None or played < turn.audio_ms):
             await self.upstream.truncate(turn.item_id, played)
         await self.outbox.send_event(
             events.interrupted(turn=turn.index, item_id=turn.item_id, played_ms=played)

@@ -168,10 +168,12 @@ async def test_latency_is_sent_per_turn_with_its_parts(voice):
     await voice.send_audio(silence(0.8), paced=True)
     latency = (await voice.receive_until("latency"))[-1]
     assert latency["turn"] == 1
-    # At least the VAD's wait for 500 ms of silence, and then the upstream's time.
-    assert latency["vad_wait_ms"] >= 400
-    assert latency["voice_to_voice_ms"] >= latency["vad_wait_ms"] + latency["upstream_ms"]
-    assert latency["server_ms"] < 50
+    # The VAD's wait for 500 ms of silence (as the paced frames were handled: less
+    # on a busy machine, where frames queue), then the upstream's time, then ours.
+    assert 0 < latency["vad_wait_ms"] < 2000
+    assert latency["upstream_ms"] > 0 and latency["server_ms"] >= 0
+    parts = latency["vad_wait_ms"] + latency["upstream_ms"] + latency["server_ms"]
+    assert parts <= latency["voice_to_voice_ms"] <= parts + 50
 
 
 async def test_a_finished_turn_is_stored_and_appears_in_the_chat_history(voice):
@@ -223,19 +225,19 @@ async def test_speaking_over_the_answer_cancels_and_truncates_it_where_it_was_he
     client, _ = await open_voice(token)
     try:
         start = await playing_answer(client, settings)
-        await asyncio.sleep(0.3)
-        await client.send({"type": "playback", "item_id": start["item_id"], "played_ms": 700})
+        await asyncio.sleep(0.5)
+        await client.send({"type": "playback", "item_id": start["item_id"], "played_ms": 400})
         await client.send_audio(
             speech("stop please, I have another question", OTHER_PERSON), paced=True
         )
         interrupted = (await client.receive_until("interrupted"))[-1]
         assert interrupted["item_id"] == start["item_id"]
-        assert 700 <= interrupted["played_ms"] <= 700 + 3000
+        # Where the report said, advanced by the time since: the VAD's 100 ms of speech
+        # and a 250 ms echo-gate window into the utterance.
+        assert 400 + 300 <= interrupted["played_ms"] <= 400 + 1500
         session_id = (await VoiceSession.objects.alatest("started_at")).upstream_session_id
-        logged = await fakeai.events(session_id)
-        kinds = [e["type"] for e in logged]
-        assert "response.cancel" in kinds
-        truncate = next(e for e in logged if e["type"] == "conversation.item.truncate")
+        truncate = await fakeai.first(session_id, "conversation.item.truncate")
+        assert "response.cancel" in await fakeai.types(session_id)
         assert truncate["item_id"] == start["item_id"]
         assert truncate["audio_end_ms"] == interrupted["played_ms"]
         # The interrupting utterance is answered.
@@ -270,12 +272,23 @@ async def test_the_assistant_echo_in_the_microphone_does_not_interrupt_it(voice,
 
 
 async def echo_back(
-    client: VoiceClient, item_id: str, *, seconds: float, delay_ms: float, level_db: float
+    client: VoiceClient,
+    item_id: str,
+    *,
+    seconds: float,
+    delay_ms: float,
+    level_db: float,
+    person: bytes = b"",
+    person_at_s: float = 0.0,
+    until_interrupted: bool = False,
 ) -> int:
     """Play the answer as it arrives and feed it back as the microphone, in real time.
 
-    Reports `playback` every 100 ms like the page; returns the samples echoed.
+    Reports `playback` every 100 ms like the page; mixes `person` in from
+    `person_at_s`; returns the samples echoed.
     """
+    voice_over = audio.pcm16_to_float(person)
+    person_from = int(person_at_s * RATE)
     loop = asyncio.get_running_loop()
     started = loop.time()
     delay = int(RATE * delay_ms / 1000)
@@ -290,11 +303,44 @@ async def echo_back(
         chunk = attenuate(bytes(client.audio[begin * 2 : end * 2]), level_db)
         chunk = np.concatenate([np.zeros(frame - len(chunk), dtype=np.float32), chunk])
         echoed += int(np.count_nonzero(chunk))
+        spoken = voice_over[max(0, played - person_from) : max(0, played + frame - person_from)]
+        chunk[frame - len(spoken) :] += spoken
+        if until_interrupted and any(e["type"] == "interrupted" for e in client.events):
+            break
         await client.ws.send_to(bytes_data=audio.float_to_pcm16(chunk))
         if index % 5 == 0:
             played_ms = min(played, len(client.audio) // 2) * 1000 // RATE
             await client.send({"type": "playback", "item_id": item_id, "played_ms": played_ms})
     return echoed
+
+
+async def test_a_person_speaking_over_the_echo_still_interrupts(voice, fakeai, settings):
+    settings.REALTIME_MODEL = PLAYING
+    await voice.close()
+    _, token = await make_user_with_token("barger")
+    client, _ = await open_voice(token)
+    try:
+        start = await playing_answer(client, settings)
+        interruption = speech("wait, that is not what I asked", OTHER_PERSON, level_db=-18)
+        await echo_back(
+            client,
+            start["item_id"],
+            seconds=4.0,
+            delay_ms=120,
+            level_db=-10,
+            person=interruption,
+            person_at_s=1.0,
+            until_interrupted=True,
+        )
+        interrupted = [e for e in client.events if e["type"] == "interrupted"]
+        assert len(interrupted) == 1
+        # Cut after the person began (1 s in), within a few judgement windows.
+        assert 1000 <= interrupted[0]["played_ms"] <= 2500
+        session_id = (await VoiceSession.objects.alatest("started_at")).upstream_session_id
+        truncate = await fakeai.first(session_id, "conversation.item.truncate")
+        assert truncate["audio_end_ms"] == interrupted[0]["played_ms"]
+    finally:
+        await client.close()
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -417,3 +463,30 @@ async def test_an_upstream_that_refuses_the_session_gets_a_fatal_error(voice, se
     assert (await client.receive())["code"] == CLOSE_UPSTREAM_FAILED
     row = await VoiceSession.objects.alatest("started_at")
     assert row.status == VoiceSession.Status.ERROR
+
+
+# --- the Realtime service's own VAD ------------------------------------------------------------
+async def test_with_server_turn_detection_the_services_vad_ends_the_turn(voice, settings, fakeai):
+    settings.VOICE_TURN_DETECTION = "server"
+    await voice.close()
+    _, token = await make_user_with_token("server-vad")
+    client, first = await open_voice(token)
+    try:
+        assert first["vad_backend"] == "server"
+        await speak_turn(client)
+        events = await client.receive_until(
+            lambda e: e["type"] == "response" and e["status"] == "completed"
+        )
+        states = [e["state"] for e in events if e["type"] == "vad"]
+        assert states[:2] == ["speech_started", "speech_stopped"]
+        assert any(e["type"] == "audio_start" for e in events)
+        latency = next(e for e in events if e["type"] == "latency")
+        assert latency["voice_to_voice_ms"] > 0  # from the service's speech_stopped
+        session_id = (await VoiceSession.objects.alatest("started_at")).upstream_session_id
+        kinds = await fakeai.types(session_id)
+        # Every frame went up; the service committed and answered on its own.
+        assert "input_audio_buffer.commit" not in kinds and "response.create" not in kinds
+        update = await fakeai.first(session_id, "session.update")
+        assert update["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    finally:
+        await client.close()

@@ -106,6 +106,15 @@ class RealtimeLog:
     async def types(self, session_id: str) -> list[str]:
         return [event["type"] for event in await self.events(session_id)]
 
+    async def first(self, session_id: str, type_: str, timeout: float = 5) -> dict[str, Any]:
+        """The first client event of `type_`, waiting for fakeai to have read it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in await self.events(session_id):
+                    if event["type"] == type_:
+                        return event
+                await asyncio.sleep(0.02)
+
     async def stats(self) -> dict[str, Any]:
         return await self._get("/_fakeai/realtime/stats")
 
