@@ -1,6 +1,6 @@
 // The voice page: the microphone up and the AI's voice down one WebSocket to /ws/voice/.
 //
-// Protocol reference: voice/events.py (every voice event). Binary frames are
+// Protocol reference: docs/protocol.md ("Voice over WebSocket"). Binary frames are
 // PCM16 mono little-endian at 24 kHz both ways. Two AudioWorklets do the
 // audio work off the main thread: voice-capture-worklet.js resamples the mic
 // to 24 kHz and cuts 20 ms frames; voice-playback-worklet.js plays the
@@ -9,7 +9,9 @@
 // interrupted answer was cut.
 // Rules this file keeps:
 // - the server decides turns and interruptions; the page never flushes the
-//   answer on its own, except when the person presses Stop;
+//   answer on its own, except when the person presses Stop. Speech heard while
+//   the AI is audible may be its own echo, so the page shows it as speech only
+//   once the server interrupts (or the AI has gone quiet);
 // - after a flush, audio frames still in flight for the flushed item are
 //   dropped until the next `audio_start`;
 // - streamed text is plain text (Text nodes), never HTML.
@@ -23,6 +25,7 @@ const RECONNECT_MAX_MS = 10_000;
 const PING_INTERVAL_MS = 25_000;
 const PONG_TIMEOUT_MS = 10_000;
 const CLOSE_UNAUTHENTICATED = 4401;
+const CLOSE_TOO_MANY_FRAMES = 4429;
 const NOTICE_MS = 6000;
 const STICK_THRESHOLD_PX = 64;
 // The meter's range: quieter than the floor shows empty.
@@ -84,9 +87,10 @@ const state = {
   responding: false,
   turn: null, // the turn of the response under way
   stopRequested: null, // the turn the person pressed Stop on
+  speechHeard: false, // between the VAD's speech_started and speech_stopped
   typed: [], // typed turns, newest last, in case the server echoes one as a transcript
   articles: new Map(), // item id -> article
-  latencies: new Map(), // turn -> ms, for a turn whose article is not there yet
+  latencies: new Map(), // turn -> its `latency` event, for a turn whose article is not there yet
   stickToBottom: true,
   counters: { framesSent: 0, audioFrames: 0, interruptions: 0, flushes: 0 },
 };
@@ -195,7 +199,21 @@ function articleOfTurn(turn) {
   return ui.inner.querySelector(turnSelector(turn));
 }
 
-function showLatency(article, ms) {
+const LATENCY_PARTS = [
+  ["vad_wait_ms", "waiting for the end of speech"],
+  ["upstream_ms", "the model"],
+  ["server_ms", "this server"],
+];
+
+function latencyTitle(event) {
+  const parts = LATENCY_PARTS.filter(([key]) => typeof event?.[key] === "number").map(
+    ([key, label]) => `${label} ${formatNumber(event[key], 0)} ms`,
+  );
+  const what = "Voice-to-voice latency: from the end of your speech to the first sound of the answer";
+  return parts.length ? `${what} (${parts.join(", ")})` : what;
+}
+
+function showLatency(article, ms, event = null) {
   const footer = article.querySelector(".message-footer");
   footer.querySelector("[data-testid=voice-latency]")?.remove();
   footer.prepend(
@@ -203,7 +221,7 @@ function showLatency(article, ms) {
       class: "latency-badge",
       "data-testid": "voice-latency",
       "data-ms": Math.round(ms),
-      title: "Voice-to-voice latency: from the end of your speech to the first sound of the answer",
+      title: latencyTitle(event),
       text: `Voice-to-voice ${formatNumber(ms, 0)} ms`,
     }),
   );
@@ -319,11 +337,11 @@ async function startMic() {
     source.connect(capture);
     for (const track of stream.getAudioTracks()) track.addEventListener("ended", () => stopMic("The microphone was disconnected."));
     Object.assign(state, { micStream: stream, micSource: source, captureNode: capture, micOn: true });
-    setVad("listening");
+    showVad();
   } catch (error) {
     for (const track of stream?.getTracks() ?? []) track.stop();
     showMicProblem(micProblemText(error));
-    setVad("off");
+    showVad();
   } finally {
     state.micStarting = false;
     renderMic();
@@ -338,7 +356,7 @@ function stopMic(problem = null) {
   Object.assign(state, { micStream: null, micSource: null, captureNode: null, micOn: false });
   state.level = METER_FLOOR_DBFS;
   drawLevel();
-  setVad("off");
+  showVad();
   renderMic();
   if (problem) showMicProblem(problem);
 }
@@ -401,6 +419,7 @@ function setPlaying(playing) {
   state.playing = playing;
   ui.playback.dataset.state = playing ? "playing" : "idle";
   ui.playback.textContent = playing ? "AI speaking" : "";
+  showVad();
   updateControls();
 }
 
@@ -411,6 +430,7 @@ const handlers = {
       ui.inner.append(el("p", { class: "voice-divider", "data-testid": "session-divider", text: "New voice session" }));
     }
     state.sessionId = event.session_id;
+    state.latencies.clear(); // turns are numbered per session
     ui.layout.dataset.sessionId = event.session_id;
     ui.layout.dataset.vadBackend = event.vad_backend ?? "";
     if (event.sample_rate && event.sample_rate !== config.sampleRate) {
@@ -426,8 +446,8 @@ const handlers = {
   vad(event) {
     // Speech while the AI talks may be its own echo: the server decides, and
     // says `interrupted` if it was the person.
-    if (event.state === "speech_started") setVad("speech");
-    else if (event.state === "speech_stopped") setVad(state.micOn ? "listening" : "off");
+    state.speechHeard = event.state === "speech_started";
+    showVad();
     ui.vad.dataset.atMs = event.at_ms;
     ui.layout.dataset.speechStarts = Number(ui.layout.dataset.speechStarts || 0) + (event.state === "speech_started" ? 1 : 0);
   },
@@ -460,7 +480,7 @@ const handlers = {
       state.turn = event.turn;
       if (!articleOfTurn(event.turn)) buildTurn("assistant", { turn: event.turn });
       const latency = state.latencies.get(event.turn);
-      if (latency !== undefined) showLatency(articleOfTurn(event.turn), latency);
+      if (latency !== undefined) showLatency(articleOfTurn(event.turn), latency.voice_to_voice_ms, latency);
     } else {
       state.responding = false;
       finishAssistant(event.turn, event.status);
@@ -492,9 +512,9 @@ const handlers = {
   latency(event) {
     const ms = event.voice_to_voice_ms;
     if (ms === null || ms === undefined) return; // a typed turn: no speech to measure from
-    state.latencies.set(event.turn, ms);
+    state.latencies.set(event.turn, event);
     const article = articleOfTurn(event.turn);
-    if (article) showLatency(article, ms);
+    if (article) showLatency(article, ms, event);
     ui.lastLatency.hidden = false;
     ui.lastLatency.dataset.ms = Math.round(ms);
     ui.lastLatency.textContent = `${formatNumber(ms, 0)} ms`;
@@ -545,6 +565,12 @@ function sendFrame(frame) {
 
 // --- controls ----------------------------------------------------------------------------
 const VAD_LABELS = { off: "Microphone off", listening: "Listening", speech: "Speech" };
+
+/** What the VAD hears, as far as the page can tell (see the rules at the top). */
+function showVad() {
+  if (!state.micOn) setVad("off");
+  else setVad(state.speechHeard && !state.playing ? "speech" : "listening");
+}
 
 function setVad(name) {
   ui.vad.dataset.state = name;
@@ -677,7 +703,8 @@ function onClosed(code) {
   state.responding = false;
   state.turn = null;
   state.sessionId = null;
-  if (state.micOn) setVad("listening");
+  state.speechHeard = false;
+  showVad();
   updateControls();
   if (state.leaving) return;
   if (code === CLOSE_UNAUTHENTICATED) {
@@ -687,6 +714,7 @@ function onClosed(code) {
     return;
   }
   if (state.fatal) return; // the Reconnect button starts a new session
+  if (code === CLOSE_TOO_MANY_FRAMES) showNotice("Too many frames at once; reconnecting in a moment.");
   scheduleReconnect();
 }
 

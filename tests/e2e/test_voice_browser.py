@@ -216,6 +216,47 @@ def test_an_interruption_drops_the_queued_answer_at_once(voice_page, live_site):
     assert abs(last_b["played_ms"] - 300) <= 5
 
 
+def test_speech_over_the_answer_shows_as_speech_only_once_the_server_interrupts(
+    voice_page, live_site
+):
+    server = FakeVoiceServer()
+    open_voice(voice_page, live_site, server=server)
+    start_talking(voice_page)
+    vad = voice_page.get_by_test_id("vad-state")
+    server.send({"type": "vad", "state": "speech_started", "at_ms": 100.0})
+    expect(vad).to_have_attribute("data-state", "speech")
+    server.send({"type": "vad", "state": "speech_stopped", "at_ms": 900.0})
+    expect(vad).to_have_attribute("data-state", "listening")
+    server.send({"type": "response", "status": "started", "turn": 1})
+    server.send({"type": "audio_start", "item_id": "item_a", "turn": 1})
+    server.send_audio(tone_pcm(QUEUED_S))
+    expect(voice_page.get_by_test_id("playback-state")).to_have_attribute("data-state", "playing")
+
+    # It may be the answer's own echo: the server's gate decides.
+    server.send({"type": "vad", "state": "speech_started", "at_ms": 2000.0})
+    voice_page.wait_for_timeout(200)
+    expect(vad).to_have_attribute("data-state", "listening")
+    server.send({"type": "interrupted", "turn": 1, "item_id": "item_a", "played_ms": 1000})
+
+    expect(vad).to_have_attribute("data-state", "speech")
+
+
+def test_the_latency_of_a_turn_shows_on_its_answer_with_its_parts(voice_page, live_site):
+    server = FakeVoiceServer()
+    open_voice(voice_page, live_site, server=server)
+
+    server.send({"type": "latency", "turn": 1, "voice_to_voice_ms": 742.3, "vad_wait_ms": 512.0,
+                 "upstream_ms": 221.4, "server_ms": 0.3})  # fmt: skip
+    server.send({"type": "response", "status": "started", "turn": 1})
+    server.send({"type": "latency", "turn": 2, "voice_to_voice_ms": None})  # a typed turn
+
+    badge = turns(voice_page, "assistant").get_by_test_id("voice-latency")
+    expect(badge).to_have_text("Voice-to-voice 742 ms")
+    expect(badge).to_have_attribute("data-ms", "742")
+    expect(badge).to_have_attribute("title", re.compile(r"waiting for the end of speech 512 ms"))
+    expect(voice_page.get_by_test_id("last-latency")).to_have_text("742 ms")
+
+
 def test_stop_cancels_the_answer_and_silences_it(voice_page, live_site):
     server = FakeVoiceServer()
     open_voice(voice_page, live_site, server=server)
