@@ -1,4 +1,9 @@
-"""The chat WebSocket: parse, authorize, call chat.services, forward a reply's events."""
+"""The chat WebSocket: parse, authorize, call chat.services, forward a reply's events.
+
+Every chat socket of a user joins the user's group (chat.events.user_group), so
+what one tab or device does (a message, a retry, a rename, a delete) reaches
+the others, on every process.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +21,22 @@ class ChatConsumer(RealtimeConsumer):
 
     client_types = events.CLIENT_TYPES
     route = "chat"
+    following: int | None = None
+    user_group: str | None = None
 
     async def connect(self) -> None:
-        self.following: int | None = None
+        self.user_group = events.user_group(self.user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         await self._stop_following()
+        if self.user_group is not None:
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+
+    async def chat_event(self, message: dict) -> None:
+        """A change to the user's conversations; the socket that made it has its own answer."""
+        if message["origin"] != self.channel_name:
+            await self.send_event(message["event"])
 
     def parse_event(self, data: dict) -> tuple[str, events.ClientEvent]:
         event = events.client_event(data, max_content_chars=settings.CHAT_MAX_MESSAGE_CHARS)
@@ -32,13 +47,30 @@ class ChatConsumer(RealtimeConsumer):
         if self.is_following(REPLY):
             raise wire.ProtocolError(wire.BUSY, services.BUSY_MESSAGE)
         handle = await services.start_reply(
-            user=self.user, content=event.content, conversation_id=event.conversation_id
+            user=self.user,
+            content=event.content,
+            conversation_id=event.conversation_id,
+            origin=self.channel_name,
         )
+        await self._started(handle)
+
+    async def handle_retry(self, event: events.ClientEvent) -> None:
+        if event.message_id is None:
+            raise wire.ProtocolError(wire.INVALID_EVENT, "'retry' needs a 'message_id'")
+        if self.is_following(REPLY):
+            raise wire.ProtocolError(wire.BUSY, services.BUSY_MESSAGE)
+        handle = await services.retry_reply(
+            user=self.user, message_id=event.message_id, origin=self.channel_name
+        )
+        await self._started(handle, replaces=event.message_id)
+
+    async def _started(self, handle: services.ReplyHandle, *, replaces: int | None = None) -> None:
         await self.send_event(
             events.ack(
                 message_id=handle.message_id,
                 conversation_id=handle.conversation_id,
                 user_message_id=handle.user_message_id,
+                replaces=replaces,
             )
         )
         await self.send_event(events.progress("thinking", message_id=handle.message_id))

@@ -13,14 +13,19 @@ from realtime.wire import now_ms
 
 
 # --- server -> client ------------------------------------------------------------
-def ack(*, message_id: int, conversation_id: int, user_message_id: int) -> dict:
-    return {
+def ack(
+    *, message_id: int, conversation_id: int, user_message_id: int, replaces: int | None = None
+) -> dict:
+    event = {
         "type": "ack",
         "status": "processing",
         "message_id": message_id,
         "conversation_id": conversation_id,
         "user_message_id": user_message_id,
     }
+    if replaces is not None:
+        event["replaces"] = replaces  # a retry: the failed reply this one takes the place of
+    return event
 
 
 PROGRESS_MESSAGES = {
@@ -124,8 +129,61 @@ def sse(event: dict, *, event_id: int | None = None) -> bytes:
     return wire.sse(payload, event_id=event_id)
 
 
+# --- server -> every chat socket of the user ---------------------------------------------
+# What one tab (or device, or API client) changes, the user's other tabs are told,
+# on every server process: a channel-layer group per user that every chat socket
+# joins. Tokens never go through it: a tab that shows the conversation follows
+# the reply's stream with `resume`, as after a reconnect.
+LAYER_MESSAGE = "chat.event"  # handled by ChatConsumer.chat_event
+
+
+def user_group(user_id: int) -> str:
+    """The channel-layer group of every chat socket of one user."""
+    return f"chat.user.{user_id}"
+
+
+def to_user_sockets(event: dict, *, origin: str | None) -> dict:
+    """The layer message carrying `event`; the socket named `origin` (the sender) skips it."""
+    return {"type": LAYER_MESSAGE, "event": event, "origin": origin}
+
+
+def user_message(
+    *, conversation_id: int, title: str, user_message_id: int, content: str, message_id: int
+) -> dict:
+    """A message was sent (from another tab or an API client) and its reply started."""
+    return {
+        "type": "user_message",
+        "conversation_id": conversation_id,
+        "title": title,
+        "user_message_id": user_message_id,
+        "content": content,
+        "message_id": message_id,
+    }
+
+
+def reply_retried(
+    *, conversation_id: int, user_message_id: int, message_id: int, replaces: int
+) -> dict:
+    """A failed reply was deleted and a new one started for the same user message."""
+    return {
+        "type": "reply_retried",
+        "conversation_id": conversation_id,
+        "user_message_id": user_message_id,
+        "message_id": message_id,
+        "replaces": replaces,
+    }
+
+
+def conversation_renamed(*, conversation_id: int, title: str) -> dict:
+    return {"type": "conversation_renamed", "conversation_id": conversation_id, "title": title}
+
+
+def conversation_deleted(*, conversation_id: int) -> dict:
+    return {"type": "conversation_deleted", "conversation_id": conversation_id}
+
+
 # --- client -> server ------------------------------------------------------------
-CLIENT_TYPES = frozenset({"message", "cancel", "resume", "ping"})
+CLIENT_TYPES = frozenset({"message", "cancel", "resume", "retry", "ping"})
 
 
 @dataclass(frozen=True)

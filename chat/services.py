@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from chat import events, persistence
 from chat.models import Conversation, Message
@@ -49,19 +52,19 @@ def title_from(content: str) -> str:
 
 
 # --- start -------------------------------------------------------------------------
-async def start_reply(*, user, content: str, conversation_id: int | None = None) -> ReplyHandle:
+async def start_reply(
+    *, user, content: str, conversation_id: int | None = None, origin: str | None = None
+) -> ReplyHandle:
     """Save the user's message and start generating the assistant's reply.
 
-    The model request starts before the messages are written, so the database
-    write overlaps the model's time to first token instead of adding to it.
+    The user's other chat sockets are told (`user_message`); `origin`, the
+    sending socket's channel name, is left out: it has its `ack`.
 
     Raises ProtocolError: rate_limited, not_found (someone else's or no such
     conversation), busy (a reply is still streaming in this conversation).
     """
     # A round trip in Redis mode: let it overlap the history read.
-    rate_check = asyncio.ensure_future(
-        ratelimit.allow("chat", user.pk, limit=settings.CHAT_RATE_LIMIT_PER_MINUTE)
-    )
+    rate_check = _rate_check(user)
     context = _NEW_CONVERSATION
     try:
         if conversation_id is not None:
@@ -76,23 +79,47 @@ async def start_reply(*, user, content: str, conversation_id: int | None = None)
                     raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
     finally:
         allowed = await rate_check
-    if not allowed:
-        raise wire.ProtocolError(
-            wire.RATE_LIMITED, "Too many messages; wait a minute and try again."
-        )
+    _refuse_unless(allowed)
     prompt = llm.build_prompt(
         [*context.history, {"role": "user", "content": content}],
         system_prompt=settings.LLM_SYSTEM_PROMPT,
         budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
     )
     model = context.model or settings.OPENAI_MODEL
+    handle = await _start_run(
+        prompt,
+        model=model,
+        save=lambda: _save_turn(
+            user=user, content=content, conversation_id=conversation_id, model=model
+        ),
+    )
+    await notify_user(
+        user.pk,
+        events.user_message(
+            conversation_id=handle.conversation_id,
+            title=title_from(content),
+            user_message_id=handle.user_message_id,
+            content=content,
+            message_id=handle.message_id,
+        ),
+        origin=origin,
+    )
+    return handle
+
+
+async def _start_run(
+    prompt: list[dict], *, model: str, save: Callable[[], Awaitable[tuple[int, int, int]]]
+) -> ReplyHandle:
+    """Start the model request, `save` the rows (conversation, user message, reply), start the run.
+
+    The model request starts before the rows are written, so the database
+    write overlaps the model's time to first token instead of adding to it.
+    """
     metrics = llm.LatencyMetrics()
     upstream = llm.EarlyStream(llm.stream_chat(prompt, model=model, metrics=metrics))
     message_id = None
     try:
-        conversation_id, user_message_id, message_id = await _save_turn(
-            user=user, content=content, conversation_id=conversation_id, model=model
-        )
+        conversation_id, user_message_id, message_id = await save()
         await runs.start(
             key=stream_key(message_id),
             producer=Reply(message_id, upstream, metrics),
@@ -109,6 +136,19 @@ async def start_reply(*, user, content: str, conversation_id: int | None = None)
     return ReplyHandle(
         conversation_id=conversation_id, user_message_id=user_message_id, message_id=message_id
     )
+
+
+def _rate_check(user) -> asyncio.Future[bool]:
+    return asyncio.ensure_future(
+        ratelimit.allow("chat", user.pk, limit=settings.CHAT_RATE_LIMIT_PER_MINUTE)
+    )
+
+
+def _refuse_unless(allowed: bool) -> None:
+    if not allowed:
+        raise wire.ProtocolError(
+            wire.RATE_LIMITED, "Too many messages; wait a minute and try again."
+        )
 
 
 @dataclass(frozen=True)
@@ -243,6 +283,175 @@ def _mark_interrupted(message_id: int) -> None:
         error_code=wire.INTERRUPTED,
         html=render_markdown(message.content),
     )
+
+
+# --- retry ---------------------------------------------------------------------------
+RETRYABLE_STATUSES = (Message.Status.ERROR, Message.Status.CANCELLED)
+
+
+async def retry_reply(*, user, message_id: int, origin: str | None = None) -> ReplyHandle:
+    """Answer the same user message again, in place of reply `message_id`.
+
+    The reply must be the user's, failed or stopped, and the newest message of
+    its conversation. Its row is deleted and a new streaming reply saved in the
+    same transaction, so the conversation never holds two answers to one
+    question. The user's other sockets are told (`reply_retried`).
+
+    Raises ProtocolError: rate_limited, not_found (no such reply of yours, or
+    another tab retried it first), invalid_event (not a failed or stopped
+    reply, or not the newest message), busy (a reply is streaming).
+    """
+    rate_check = _rate_check(user)
+    try:
+        try:
+            target = await _load_retry(user=user, message_id=message_id)
+        except _StillStreaming as streaming:
+            # Busy unless its process died: then it is marked interrupted, and retryable.
+            await _expire_dead_replies(streaming.message_ids)
+            try:
+                target = await _load_retry(user=user, message_id=message_id)
+            except _StillStreaming:  # another reply started meanwhile
+                raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
+    finally:
+        allowed = await rate_check
+    _refuse_unless(allowed)
+    prompt = llm.build_prompt(
+        target.history,
+        system_prompt=settings.LLM_SYSTEM_PROMPT,
+        budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
+    )
+    model = target.model or settings.OPENAI_MODEL
+    handle = await _start_run(
+        prompt, model=model, save=lambda: _replace_reply(target=target, model=model)
+    )
+    await notify_user(
+        user.pk,
+        events.reply_retried(
+            conversation_id=handle.conversation_id,
+            user_message_id=handle.user_message_id,
+            message_id=handle.message_id,
+            replaces=message_id,
+        ),
+        origin=origin,
+    )
+    return handle
+
+
+@dataclass(frozen=True)
+class _RetryTarget:
+    message_id: int
+    conversation_id: int
+    user_message_id: int
+    history: list[dict]  # ends with the user message being answered again
+    model: str
+
+
+@on_db_pool(reads=True)
+def _load_retry(*, user, message_id: int) -> _RetryTarget:
+    message = (
+        Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT, conversation__owner=user)
+        .values("conversation_id", "status")
+        .first()
+    )
+    if message is None:
+        raise wire.ProtocolError(wire.NOT_FOUND, "No such message")
+    if message["status"] == Message.Status.STREAMING:
+        raise _StillStreaming([message_id])
+    if message["status"] not in RETRYABLE_STATUSES:
+        raise wire.ProtocolError(
+            wire.INVALID_EVENT, "Only a failed or stopped reply can be retried"
+        )
+    conversation_id = message["conversation_id"]
+    recent = persistence.recent_messages(
+        conversation_id=conversation_id, owner_id=user.pk, limit=HISTORY_MAX_MESSAGES
+    )
+    if not recent or recent[0][0] != message_id:
+        raise wire.ProtocolError(wire.INVALID_EVENT, "Only the newest reply can be retried")
+    earlier = recent[1:]
+    question = next((row for row in earlier if row[1] == Message.Role.USER), None)
+    if question is None:
+        raise wire.ProtocolError(wire.INVALID_EVENT, "That reply answers no message")
+    if streaming := [pk for pk, _, _, status, _ in earlier if status == Message.Status.STREAMING]:
+        raise _StillStreaming(streaming)
+    history = [
+        {"role": role, "content": content}
+        for _, role, content, status, _ in reversed(earlier)
+        if content and status in (Message.Status.COMPLETE, Message.Status.CANCELLED)
+    ]
+    return _RetryTarget(
+        message_id=message_id,
+        conversation_id=conversation_id,
+        user_message_id=question[0],
+        history=history,
+        model=recent[0][4],
+    )
+
+
+@on_db_pool
+def _replace_reply(*, target: _RetryTarget, model: str) -> tuple[int, int, int]:
+    """Delete the failed reply and save a streaming one: (conversation, user message, reply) ids."""
+    try:
+        with transaction.atomic():
+            deleted, _ = Message.objects.filter(
+                pk=target.message_id, status__in=RETRYABLE_STATUSES
+            ).delete()
+            if not deleted:  # another tab retried it first
+                raise wire.ProtocolError(wire.NOT_FOUND, "That reply was already retried")
+            reply = Message.objects.create(
+                conversation_id=target.conversation_id,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                model=model,
+            )
+            Conversation.objects.filter(pk=target.conversation_id).update(updated_at=timezone.now())
+    except IntegrityError:  # a reply started meanwhile (one streaming per conversation)
+        raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
+    return target.conversation_id, target.user_message_id, reply.pk
+
+
+# --- the user's other sockets ----------------------------------------------------------
+async def notify_user(user_id: int, event: dict, *, origin: str | None = None) -> None:
+    """Send `event` to every chat socket of the user, on every process, but `origin`.
+
+    Never raises: what changed is stored, and a tab that missed it shows it on
+    its next load.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(
+            events.user_group(user_id), events.to_user_sockets(event, origin=origin)
+        )
+    except Exception:
+        logger.exception("could not tell the sockets of user %s about %s", user_id, event["type"])
+
+
+def rename_conversation(*, conversation: Conversation, title: str) -> None:
+    """Rename (an empty title clears it); every open tab of the owner shows the new title."""
+    conversation.title = title.strip()[:200]
+    conversation.save(update_fields=["title", "updated_at"])
+    async_to_sync(notify_user)(
+        conversation.owner_id,
+        events.conversation_renamed(conversation_id=conversation.pk, title=conversation.title),
+    )
+
+
+def delete_conversation(*, conversation: Conversation) -> None:
+    """Delete with its messages; stop its streaming reply; every open tab of the owner is told."""
+    conversation_id, owner_id = conversation.pk, conversation.owner_id
+    streaming = list(
+        conversation.messages.filter(status=Message.Status.STREAMING).values_list("pk", flat=True)
+    )
+    conversation.delete()
+    async_to_sync(_after_delete)(owner_id, conversation_id, streaming)
+
+
+async def _after_delete(owner_id: int, conversation_id: int, streaming: list[int]) -> None:
+    for message_id in streaming:
+        # Nothing is left to save it into: stop paying for the model's answer.
+        await runs.cancel(stream_key(message_id))
+    await notify_user(owner_id, events.conversation_deleted(conversation_id=conversation_id))
 
 
 # --- the run -------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def older_messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
 @require_POST
 def delete_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
-    conversation.delete()
+    services.delete_conversation(conversation=conversation)
     flash.success(request, "Conversation deleted.")
     return redirect("chat:index")
 
@@ -77,8 +77,7 @@ def delete_conversation(request: HttpRequest, conversation_id: int) -> HttpRespo
 @require_POST
 def rename_conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
-    conversation.title = request.POST.get("title", "").strip()[:200]
-    conversation.save(update_fields=["title", "updated_at"])
+    services.rename_conversation(conversation=conversation, title=request.POST.get("title", ""))
     return redirect("chat:conversation", conversation_id=conversation.pk)
 
 

@@ -190,7 +190,9 @@ async def test_second_socket_in_same_conversation_is_busy_while_streaming(alice,
     await first.send({"content": "one"})
     ack = await first.receive()
     await second.send({"content": "two", "conversation_id": ack["conversation_id"]})
-    assert (await second.receive())["code"] == "busy"
+    heard, refused = await second.receive(), await second.receive()
+    assert heard["type"] == "user_message" and heard["message_id"] == ack["message_id"]
+    assert refused["code"] == "busy"
     await first.send({"type": "cancel"})
     await first.receive_until("cancelled")
     await first.close()
