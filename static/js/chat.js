@@ -1,14 +1,21 @@
 // The chat page: one WebSocket to /ws/chat/, replies streamed token by token.
 //
-// Protocol reference: docs/protocol.md (built by realtime_site/events.py).
+// Protocol reference: docs/protocol.md (built by chat/events.py).
 // Rules this file keeps:
-// - streamed tokens are plain text (a Text node); only the server's sanitized
-//   `html` from `complete`/`cancelled` is ever assigned with innerHTML;
-// - token text is buffered and written once per animation frame;
+// - streamed tokens are drawn as Markdown blocks built from text nodes
+//   (markdown-stream.js), so the server's rendering that replaces them at the
+//   end takes the same room; only the server's sanitized `html` from
+//   `complete`/`cancelled` is ever assigned with innerHTML;
+// - token text is buffered and drawn once per animation frame;
 // - a reply outlives the socket: after a reconnect (or a reload) we `resume`
-//   from the last token index we have and keep filling the same bubble.
+//   from the last token index we have and keep filling the same bubble;
+// - every tab of the person is one view of the same conversations: a message
+//   sent, a reply retried, a rename or a delete elsewhere shows here too, and a
+//   reply started elsewhere in the conversation shown here is followed live
+//   (`resume`), with a working Stop.
 
 import { el, enhanceCodeBlocks, latencyBadge, thinkingIndicator } from "./messages.js";
+import { StreamedMarkdown } from "./markdown-stream.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 
@@ -20,6 +27,7 @@ const CLOSE_UNAUTHENTICATED = 4401;
 const STICK_THRESHOLD_PX = 64;
 const NOTICE_MS = 6000;
 const TITLE_CHARS = 60;
+const STREAMING_NOTE = "A reply is streaming — press Escape or Stop to stop it.";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -52,10 +60,10 @@ const state = {
   attempt: 0,
   timers: { retry: 0, countdown: 0, ping: 0, pong: 0, notice: 0 },
   conversationId: config.conversationId,
-  pending: null, // {text, userEl, stopRequested}: sent, waiting for its `ack`
+  pending: null, // {text, userEl, replaces, stopRequested}: sent, waiting for its `ack`
+  waiting: null, // {messageId}: a reply started elsewhere while we were busy; followed next
   reply: null, // the assistant reply this socket follows (see trackReply)
   resuming: false,
-  lastUserText: "",
   stickToBottom: true,
   leaving: false, // the page is navigating away (a link, a form such as Log out)
 };
@@ -96,14 +104,21 @@ function buildMessage({ role, status, messageId = null, body }) {
   return article;
 }
 
-function buildUserMessage(text) {
+function buildUserMessage(text, { messageId = null, status = "sending" } = {}) {
   const body = el("div", { class: "message-body", "data-testid": "message-body", text });
-  return buildMessage({ role: "user", status: "sending", body });
+  return buildMessage({ role: "user", status, messageId, body });
 }
 
 function buildAssistantMessage(messageId) {
   const body = el("div", { class: "message-body prose", "data-testid": "message-body" }, thinkingIndicator());
-  return buildMessage({ role: "assistant", status: "streaming", messageId, body });
+  const article = buildMessage({ role: "assistant", status: "streaming", messageId, body });
+  article.querySelector(".message-footer").append(footerPlaceholder());
+  return article;
+}
+
+/** Holds the line the latency badge takes at the end, so the answer does not grow then. */
+function footerPlaceholder() {
+  return el("span", { class: "latency-badge footer-placeholder", "aria-hidden": "true", text: "TTFT" });
 }
 
 function appendMessage(article) {
@@ -133,7 +148,8 @@ function trackReply(article, messageId) {
     body: article.querySelector(".message-body"),
     lastIndex: -1,
     buffer: "",
-    textNode: null,
+    text: "",
+    markdown: null, // a StreamedMarkdown once the first token is drawn
     frame: 0,
     stopRequested: false,
   };
@@ -150,14 +166,15 @@ function flush(reply) {
   if (reply.frame) cancelAnimationFrame(reply.frame);
   reply.frame = 0;
   if (!reply.buffer) return;
-  if (!reply.textNode) {
-    reply.textNode = document.createTextNode("");
-    reply.body.replaceChildren(reply.textNode);
-    reply.body.classList.add("is-plain");
+  if (!reply.markdown) {
+    reply.body.replaceChildren();
+    reply.body.classList.add("is-streamed");
     reply.article.classList.add("is-generating");
+    reply.markdown = new StreamedMarkdown(reply.body);
   }
-  reply.textNode.appendData(reply.buffer);
+  reply.text += reply.buffer;
   reply.buffer = "";
+  reply.markdown.update(reply.text);
   scrollToBottomIfStuck();
 }
 
@@ -170,12 +187,17 @@ function finishReply(event, status) {
   const body = article.querySelector(".message-body");
   const footer = article.querySelector(".message-footer");
   footer.replaceChildren();
-  body.classList.remove("is-plain");
+  body.classList.remove("is-plain", "is-streamed");
   if (status === "error") {
-    // Keep the partial answer as plain text; the server sends what it saved.
-    const partial = typeof event.content === "string" ? event.content : body.textContent;
-    body.classList.add("is-plain");
-    body.textContent = partial;
+    // Keep the partial answer as it was drawn; the server sends what it saved.
+    const partial = typeof event.content === "string" ? event.content : (reply?.text ?? body.textContent);
+    let markdown = reply?.markdown;
+    if (!markdown) {
+      body.replaceChildren();
+      markdown = new StreamedMarkdown(body);
+    }
+    markdown.update(partial);
+    markdown.stop();
     footer.append(errorBox(event.message));
     article.dataset.errorCode = event.code;
   } else {
@@ -194,6 +216,33 @@ function finishReply(event, status) {
   state.resuming = false;
   updateControls();
   scrollToBottomIfStuck();
+  followWaiting();
+}
+
+/** Follow a reply started elsewhere (another tab, a device, the API) in this conversation. */
+function followReply(article, messageId) {
+  if (state.reply || state.pending) {
+    state.waiting = { messageId }; // followed once our own exchange is settled
+    return;
+  }
+  trackReply(article, messageId);
+  resume(state.reply);
+  updateControls();
+}
+
+function followWaiting() {
+  const waiting = state.waiting;
+  state.waiting = null;
+  if (!waiting || state.reply || state.pending || findMessage(waiting.messageId)?.dataset.status !== "streaming") return;
+  followReply(findMessage(waiting.messageId), waiting.messageId);
+}
+
+/** Only the newest reply can be retried (the server refuses older ones). */
+function pruneRetryButtons() {
+  const replies = ui.inner.querySelectorAll('.message[data-role="assistant"]');
+  replies.forEach((article, n) => {
+    if (n < replies.length - 1) article.querySelector("[data-retry]")?.remove();
+  });
 }
 
 // --- server events -----------------------------------------------------------------
@@ -201,21 +250,77 @@ const handlers = {
   ack(event) {
     const pending = state.pending;
     state.pending = null;
-    if (pending) {
+    if (pending?.userEl) {
       pending.userEl.dataset.messageId = event.user_message_id;
       pending.userEl.dataset.status = "complete";
     }
     adoptConversation(event.conversation_id, pending?.text ?? "");
     const article = buildAssistantMessage(event.message_id);
-    appendMessage(article);
+    const failed = event.replaces ? findMessage(event.replaces) : null;
+    if (failed) failed.replaceWith(article);
+    else appendMessage(article);
     trackReply(article, event.message_id);
+    pruneRetryButtons();
     if (pending?.stopRequested) requestStop();
     updateControls();
+    scrollToBottomIfStuck();
+  },
+
+  // Another tab (or device, or API client) of ours sent a message.
+  user_message(event) {
+    if (event.conversation_id !== state.conversationId) {
+      showInSidebar(event.conversation_id, event.title);
+      return;
+    }
+    moveCurrentConversationToTop();
+    if (!findMessage(event.user_message_id)) {
+      appendMessage(buildUserMessage(event.content, { messageId: event.user_message_id, status: "complete" }));
+    }
+    let article = findMessage(event.message_id);
+    if (!article) {
+      article = buildAssistantMessage(event.message_id);
+      appendMessage(article);
+    }
+    pruneRetryButtons();
+    followReply(article, event.message_id);
+  },
+
+  // Another tab retried a failed reply: the new one takes its place here too.
+  reply_retried(event) {
+    if (event.conversation_id !== state.conversationId) {
+      showInSidebar(event.conversation_id);
+      return;
+    }
+    moveCurrentConversationToTop();
+    let article = findMessage(event.message_id);
+    if (!article) {
+      article = buildAssistantMessage(event.message_id);
+      const failed = findMessage(event.replaces);
+      if (failed) failed.replaceWith(article);
+      else appendMessage(article);
+    }
+    followReply(article, event.message_id);
+  },
+
+  conversation_renamed(event) {
+    const link = sidebarLink(event.conversation_id);
+    const title = event.title || "New conversation";
+    if (link) link.querySelector(".conversation-title").textContent = title;
+    if (event.conversation_id === state.conversationId) {
+      ui.title.textContent = title;
+      document.title = document.title.replace(/^[^·]*/, `${title} `);
+      if (document.activeElement !== ui.renameInput) ui.renameInput.value = event.title;
+    }
+  },
+
+  conversation_deleted(event) {
+    sidebarLink(event.conversation_id)?.closest("li")?.remove();
+    if (event.conversation_id === state.conversationId) leaveDeletedConversation();
   },
 
   progress(event) {
     const reply = state.reply;
-    if (!reply || reply.messageId !== event.message_id || reply.textNode) return;
+    if (!reply || reply.messageId !== event.message_id || reply.markdown) return;
     const label = reply.body.querySelector(".thinking-label");
     if (label && event.stage !== "complete") label.textContent = event.message;
   },
@@ -272,6 +377,12 @@ function handleFrame(data) {
 function failPending(reason) {
   const { text, userEl } = state.pending;
   state.pending = null;
+  if (!userEl) {
+    // A retry: the failed reply stays as it was, its Retry button with it.
+    updateControls();
+    followWaiting();
+    return;
+  }
   if (!ui.input.value.trim()) {
     userEl.remove();
     ui.input.value = text;
@@ -280,6 +391,66 @@ function failPending(reason) {
     userEl.dataset.status = "failed";
     userEl.querySelector(".message-content").append(el("p", { class: "message-note", text: `Not sent: ${reason}` }));
   }
+  updateControls();
+  followWaiting();
+}
+
+function sidebarLink(conversationId) {
+  return ui.list.querySelector(`[data-testid=conversation-link][data-conversation-id="${CSS.escape(String(conversationId))}"]`);
+}
+
+/** A conversation of ours changed elsewhere: list it first, as the server orders it. */
+function showInSidebar(conversationId, title = "") {
+  let item = sidebarLink(conversationId)?.closest("li");
+  if (!item) {
+    ui.list.querySelector("[data-testid=conversation-empty]")?.remove();
+    item = el("li", {}, conversationLink(conversationId, title || "New conversation", false));
+  }
+  const time = item.querySelector(".conversation-time");
+  time.setAttribute("datetime", new Date().toISOString());
+  time.textContent = "just now";
+  if (item !== ui.list.firstElementChild) ui.list.prepend(item);
+}
+
+function conversationLink(conversationId, title, current) {
+  return el(
+    "a",
+    {
+      class: current ? "conversation-link is-current" : "conversation-link",
+      href: urlFor(ui.layout.dataset.conversationUrlTemplate, conversationId),
+      "data-testid": "conversation-link",
+      "data-conversation-id": conversationId,
+      "aria-current": current ? "page" : null,
+    },
+    el("span", { class: "conversation-title", text: title }),
+    el("time", { class: "conversation-time", datetime: new Date().toISOString(), "data-relative": true, text: "just now" }),
+  );
+}
+
+/** The conversation shown here was deleted elsewhere: become a new chat, and say why. */
+function leaveDeletedConversation() {
+  if (state.reply?.frame) cancelAnimationFrame(state.reply.frame);
+  state.reply = null;
+  state.pending = null;
+  state.waiting = null;
+  state.resuming = false;
+  state.conversationId = null;
+  olderMessages.observer?.disconnect();
+  ui.inner.replaceChildren(
+    el(
+      "div",
+      { class: "empty-state", id: "empty-state", "data-testid": "empty-state" },
+      el("h2", { text: "What's on your mind?" }),
+      el("p", { text: "Answers stream in as the model writes them; you can stop one at any time." }),
+    ),
+  );
+  ui.title.textContent = "New chat";
+  document.title = document.title.replace(/^[^·]*/, "New chat ");
+  ui.renameInput.value = "";
+  ui.menu.open = false;
+  ui.menu.hidden = true;
+  history.replaceState(null, "", ui.layout.dataset.conversationUrlTemplate.replace(/0\/$/, ""));
+  showNotice("This conversation was deleted in another window.");
   updateControls();
 }
 
@@ -311,19 +482,7 @@ function adoptConversation(conversationId, text) {
     link.classList.remove("is-current");
     link.removeAttribute("aria-current");
   }
-  const link = el(
-    "a",
-    {
-      class: "conversation-link is-current",
-      href: url,
-      "data-testid": "conversation-link",
-      "data-conversation-id": conversationId,
-      "aria-current": "page",
-    },
-    el("span", { class: "conversation-title", text: title }),
-    el("time", { class: "conversation-time", datetime: new Date().toISOString(), "data-relative": true, text: "just now" }),
-  );
-  ui.list.prepend(el("li", {}, link));
+  ui.list.prepend(el("li", {}, conversationLink(conversationId, title, true)));
   ui.renameForm.action = urlFor(ui.renameForm.dataset.actionTemplate, conversationId);
   ui.deleteForm.action = urlFor(ui.deleteForm.dataset.actionTemplate, conversationId);
   ui.menu.hidden = false;
@@ -364,7 +523,6 @@ function sendMessage(rawText) {
   state.stickToBottom = true;
   appendMessage(userEl);
   state.pending = { text, userEl, stopRequested: false };
-  state.lastUserText = text;
   updateControls();
   return true;
 }
@@ -385,26 +543,30 @@ function resume(reply) {
   sendFrame({ type: "resume", message_id: reply.messageId, after: reply.lastIndex });
 }
 
+/** Answer the same question again: the server replaces the failed reply (`retry`), in place. */
 function retry(article) {
-  let previous = article.previousElementSibling;
-  while (previous && previous.dataset.role !== "user") previous = previous.previousElementSibling;
-  const text = previous?.querySelector(".message-body").textContent ?? state.lastUserText;
-  if (!text) return;
+  const messageId = Number(article.dataset.messageId);
+  if (!messageId) return;
   if (!canSend()) {
     showNotice(state.connected ? "Wait for the current reply to finish." : "Not connected yet; try again in a moment.");
     return;
   }
-  if (sendMessage(text)) article.querySelector("[data-retry]")?.remove();
+  if (!sendFrame({ type: "retry", message_id: messageId })) return;
+  hideNotice();
+  state.stickToBottom = true;
+  state.pending = { text: "", userEl: null, replaces: messageId, stopRequested: false };
+  updateControls();
 }
 
 // --- controls ----------------------------------------------------------------------------
 function updateControls() {
   const busy = Boolean(state.pending || state.reply);
-  ui.send.disabled = !canSend();
+  ui.send.disabled = !canSend() || !ui.input.value.trim();
   ui.stop.hidden = !busy;
   const stopping = Boolean(state.reply?.stopRequested || state.pending?.stopRequested);
   ui.stop.disabled = stopping || !state.connected;
   ui.stop.querySelector(".stop-label").textContent = stopping ? "Stopping…" : "Stop";
+  ui.stop.title = busy ? "Stop the reply (Escape)" : "";
   ui.composer.dataset.busy = String(busy);
 }
 
@@ -618,9 +780,16 @@ ui.composer.addEventListener("submit", (event) => {
 ui.input.addEventListener("keydown", (event) => {
   if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
   event.preventDefault();
+  if (state.reply || state.pending) {
+    showNotice(STREAMING_NOTE); // say why Enter did nothing
+    return;
+  }
   ui.composer.requestSubmit();
 });
-ui.input.addEventListener("input", autosize);
+ui.input.addEventListener("input", () => {
+  autosize();
+  updateControls();
+});
 
 ui.stop.addEventListener("click", requestStop);
 
@@ -648,10 +817,29 @@ ui.sidebarClose.addEventListener("click", () => {
   setSidebar(false);
   ui.toggle.focus();
 });
-document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && ui.layout.classList.contains("sidebar-open")) {
+/** Close what Escape closes first: the phone sidebar, open menus. True if something was open. */
+function closeMenus() {
+  if (ui.layout.classList.contains("sidebar-open")) {
     setSidebar(false);
     ui.toggle.focus();
+    return true;
+  }
+  const open = [...ui.layout.querySelectorAll("details[open]")];
+  for (const menu of open) {
+    menu.open = false;
+    if (menu.contains(document.activeElement)) menu.querySelector("summary")?.focus();
+  }
+  return open.length > 0;
+}
+
+// Escape closes an open menu; with none open, it stops the reply being streamed.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented || event.isComposing) return;
+  if (closeMenus()) {
+    event.preventDefault();
+  } else if ((state.reply || state.pending) && !ui.stop.disabled) {
+    event.preventDefault();
+    requestStop();
   }
 });
 
@@ -678,11 +866,12 @@ enhanceCodeBlocks(ui.inner);
 // know how many of its tokens the stored text holds, so replay it all.
 const streaming = [...ui.inner.querySelectorAll('.message[data-role="assistant"][data-status="streaming"]')].pop();
 if (streaming) {
-  streaming.querySelector(".message-footer").replaceChildren();
+  streaming.querySelector(".message-footer").replaceChildren(footerPlaceholder());
   streaming.querySelector(".message-body").replaceChildren(thinkingIndicator("Reconnecting to the reply…"));
   trackReply(streaming, Number(streaming.dataset.messageId));
 }
 
+pruneRetryButtons();
 scrollToBottom();
 watchForOlderMessages();
 updateControls();
