@@ -206,3 +206,32 @@ def test_database_connections_stay_within_the_pools_however_many_requests(cluste
         bodies = list(pool.map(ask, range(30)))
     assert all(b'"type":"complete"' in body for body in bodies)
     assert database_connections() <= 2 * 6
+
+
+# --- every tab of a person, whichever instance it is on ----------------------------------
+@pytest.mark.services
+def test_a_message_and_its_live_reply_reach_a_tab_on_the_other_instance(cluster):
+    first, second, token, _ = cluster
+    with ws_connect(first, token) as sender, ws_connect(second, token) as elsewhere:
+        sender.send(json.dumps({"content": "seen from the other server"}))
+        ack = recv(sender)
+
+        heard = recv(elsewhere)
+        assert heard == {
+            "type": "user_message",
+            "conversation_id": ack["conversation_id"],
+            "title": "seen from the other server",
+            "user_message_id": ack["user_message_id"],
+            "content": "seen from the other server",
+            "message_id": ack["message_id"],
+        }
+        elsewhere.send(json.dumps({"type": "resume", "message_id": heard["message_id"]}))
+        followed = recv_until(elsewhere, "complete")
+        sent = recv_until(sender, "complete")
+
+    complete = followed[-1]
+    assert complete == sent[-1]
+    assert assert_tokens_in_order(followed, total=complete["total_tokens"]) == complete["content"]
+    # Live, not replayed at the end: 90 tokens at 30/s arrive in many frames.
+    assert len([e for e in followed if e["type"] == "token"]) > 10
+    assert "user_message" not in [e["type"] for e in sent]
