@@ -7,6 +7,8 @@ the others, on every process.
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 
 from chat import events, services
@@ -14,6 +16,9 @@ from realtime import wire
 from realtime.consumers import RealtimeConsumer
 
 REPLY = "reply"  # the one follower a chat socket has
+# channels_redis forgets a group's members after its `group_expiry` (a day by
+# default): a socket open that long joins its user's group again on a ping.
+USER_GROUP_REJOIN_SECONDS = 3600
 
 
 class ChatConsumer(RealtimeConsumer):
@@ -26,7 +31,16 @@ class ChatConsumer(RealtimeConsumer):
 
     async def connect(self) -> None:
         self.user_group = events.user_group(self.user.pk)
+        await self._join_user_group()
+
+    async def _join_user_group(self) -> None:
+        self.joined_at = time.monotonic()
         await self.channel_layer.group_add(self.user_group, self.channel_name)
+
+    async def handle_ping(self, event: events.ClientEvent) -> None:
+        await super().handle_ping(event)
+        if time.monotonic() - self.joined_at > USER_GROUP_REJOIN_SECONDS:
+            await self._join_user_group()
 
     async def disconnect(self, code: int) -> None:
         await self._stop_following()

@@ -6,8 +6,10 @@ import asyncio
 import uuid
 
 import pytest
+from channels.layers import get_channel_layer
 from django.test import AsyncClient
 
+from chat import consumers
 from chat.models import Conversation, Message
 from tests.consumers.conftest import ChatClient, connect, make_user_with_token
 from tests.support.chat_tokens import assert_tokens_in_order
@@ -240,3 +242,23 @@ async def test_a_delete_stops_its_streaming_reply_and_reaches_every_socket(alice
     assert ended == {"type": "conversation_deleted", "conversation_id": ack["conversation_id"]}
     assert await there.receive() == ended
     assert not await Conversation.objects.filter(pk=ack["conversation_id"]).aexists()
+
+
+async def test_a_long_lived_socket_joins_its_users_group_again_on_a_ping(tabs, monkeypatch):
+    here, there = tabs
+    monkeypatch.setattr(consumers, "USER_GROUP_REJOIN_SECONDS", -1)
+    layer, joined = get_channel_layer(), []
+    group_add = layer.group_add
+
+    async def recording_group_add(group: str, channel: str) -> None:
+        joined.append(group)
+        await group_add(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", recording_group_add)
+
+    await there.send({"type": "ping"})
+
+    assert (await there.receive())["type"] == "pong"
+    assert len(joined) == 1 and joined[0].startswith("chat.user.")
+    await here.send({"content": "still heard"})
+    assert (await there.receive())["type"] == "user_message"
