@@ -24,7 +24,7 @@ def latency_samples(since):
         fields=[
             ("ttft_ms", "Time to first token", "ms"),
             ("total_ms", "Whole answer", "ms"),
-            ("tokens_per_second", "Tokens per second", "tokens/s"),
+            ("tokens_per_second", "Tokens per second", "tok/s"),
         ],
         since=since,
     )

@@ -29,7 +29,7 @@ class Samples:
     """One series' samples: (when, value), any order."""
 
     title: str
-    unit: str  # "ms" or "tokens/s"
+    unit: str  # "ms" or "tok/s"
     points: list[tuple[datetime, float]]
     # Whether lower is better (latency) or higher (throughput): colours the p99.
     lower_is_better: bool = True
@@ -89,6 +89,10 @@ def chart(points: list[tuple[datetime, float]], *, since: datetime, until: datet
     p95s = [percentile(sorted(b), 95) for b in buckets]
     top = max((v for v in p95s if v is not None), default=0.0) or 1.0
 
+    def position(index: int, value: float) -> tuple[float, float]:
+        x = (index + 0.5) * CHART_WIDTH / BUCKETS
+        return round(x, 1), round(CHART_HEIGHT - value / top * (CHART_HEIGHT - 8), 1)
+
     def segments(values: list[float | None]) -> list[str]:
         lines, current = [], []
         for index, value in enumerate(values):
@@ -97,9 +101,8 @@ def chart(points: list[tuple[datetime, float]], *, since: datetime, until: datet
                     lines.append(" ".join(current))
                 current = []
                 continue
-            x = (index + 0.5) * CHART_WIDTH / BUCKETS
-            y = CHART_HEIGHT - value / top * (CHART_HEIGHT - 8)
-            current.append(f"{x:.1f},{y:.1f}")
+            x, y = position(index, value)
+            current.append(f"{x},{y}")
         if current:
             lines.append(" ".join(current))
         return lines
@@ -110,6 +113,8 @@ def chart(points: list[tuple[datetime, float]], *, since: datetime, until: datet
         "top": top,
         "p50": segments(p50s),
         "p95": segments(p95s),
+        # A bucket alone between gaps is a point, not a line: dots show every p50.
+        "dots": [position(i, v) for i, v in enumerate(p50s) if v is not None],
     }
 
 

@@ -20,7 +20,7 @@ def latency_samples(since):
         time_field="created_at",
         fields=[
             ("ttft_ms", "AI time to first token", "ms"),
-            ("tokens_per_second", "AI tokens per second", "tokens/s"),
+            ("tokens_per_second", "AI tokens per second", "tok/s"),
         ],
         since=since,
     )
