@@ -425,6 +425,8 @@ def test_settings_defaults_are_the_detectors_defaults():
     assert defaults.min_speech_ms == settings.VAD_MIN_SPEECH_MS
     assert defaults.min_silence_ms == settings.VAD_MIN_SILENCE_MS
     assert defaults.prefix_padding_ms == settings.VAD_PREFIX_PADDING_MS
+    assert defaults.foreground_margin_db == settings.VAD_FOREGROUND_MARGIN_DB
+    assert settings.VAD_BACKENDS == vad.BACKENDS
 
 
 def test_bad_configuration_is_refused_with_its_name():
