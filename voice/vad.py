@@ -481,7 +481,7 @@ class ForegroundBackend:
     sample_rate = SileroBackend.sample_rate
     frame_samples = SileroBackend.frame_samples
     BAND_HZ = EnergyBackend.BAND_HZ
-    LEVEL_WINDOWS = 3  # 96 ms
+    LEVEL_WINDOWS = 5  # 160 ms
     BACKGROUND_S = 3.0
     BACKGROUND_PERCENTILE = 20.0
     BED_S = 6.0
@@ -490,9 +490,9 @@ class ForegroundBackend:
     GATE_SPAN_DB = 6.0
     UPDATE_WINDOWS = 8  # 256 ms
 
-    def __init__(self, *, margin_db: float = 5.0) -> None:
+    def __init__(self, *, margin_db: float = 5.0, voice: Backend | None = None) -> None:
         self.margin_db = margin_db
-        self._silero = SileroBackend()
+        self._voice = voice or SileroBackend()  # the probabilities (tests script them)
         self._power = _BandPower(self.frame_samples, self.sample_rate, self.BAND_HZ)
         self._kernel = np.full(self.LEVEL_WINDOWS, 1.0 / self.LEVEL_WINDOWS)
         window_s = self.frame_samples / self.sample_rate
@@ -507,7 +507,7 @@ class ForegroundBackend:
         self.voice_bed = False
 
     def scores(self, frames: np.ndarray) -> np.ndarray:
-        probability = self._silero.scores(frames)
+        probability = self._voice.scores(frames)
         count, first = len(frames), self._windows
         power = self._power(frames)
         if not first:  # the stream's start: as if its first window had lasted
