@@ -384,6 +384,7 @@ class EnergyBackend:
             self.LEVEL_MS // self.FRAME_MS, self.FLOOR_LEVEL_MS // self.FRAME_MS
         )
         self.floor_db: float | None = None
+        self._steps = np.zeros(0)  # rise * 0, 1, 2, ...: the floor's tilt
 
     def scores(self, frames: np.ndarray) -> np.ndarray:
         power = self.band_power(frames)
@@ -397,10 +398,12 @@ class EnergyBackend:
     def _track_floor(self, level: np.ndarray) -> np.ndarray:
         """floor[k] = min(level[k], floor[k-1] + rise), vectorized: a running minimum of
         the levels tilted down by the rise, tilted back up."""
-        steps = self._rise * np.arange(level.size)
+        if self._steps.size < level.size:
+            self._steps = self._rise * np.arange(max(level.size, 2 * self._steps.size))
+        steps = self._steps[: level.size]
         tilted = np.minimum.accumulate(level - steps)
         if self.floor_db is not None:
-            tilted = np.minimum(tilted, self.floor_db + self._rise)
+            np.minimum(tilted, self.floor_db + self._rise, out=tilted)
         floor = tilted + steps
         self.floor_db = float(floor[-1])
         return floor
@@ -411,18 +414,20 @@ class _MovingAverages:
 
     def __init__(self, *widths: int) -> None:
         self.widths = widths
-        self._keep = max(widths) - 1
+        self._keep = max(widths)
         self._tail: np.ndarray | None = None  # the previous values the widest mean needs
 
     def __call__(self, values: np.ndarray) -> list[np.ndarray]:
         if self._tail is None:  # the stream's start: as if its first value had lasted
             self._tail = np.full(self._keep, values[0])
         joined = np.concatenate((self._tail, values))
-        sums = np.concatenate(([0.0], np.cumsum(joined)))
-        self._tail = joined[joined.size - self._keep :]
-        end = sums.size
+        self._tail = joined[values.size :]
+        # The mean of the `width` values up to joined[keep + i], from running sums (the
+        # tail's oldest value is in no mean: it gives the widest its left end).
+        sums = np.cumsum(joined)
+        keep, size = self._keep, values.size
         return [
-            (sums[end - values.size :] - sums[end - values.size - width : end - width]) / width
+            (sums[keep:] - sums[keep - width : keep - width + size]) / width
             for width in self.widths
         ]
 
