@@ -504,9 +504,11 @@ class ForegroundBackend:
         self._background_windows = round(self.BACKGROUND_S / window_s)
         self._bed_windows = round(self.BED_S / window_s)
         self._keep = max(self._background_windows, self._bed_windows)
-        # The latest windows' band powers and probabilities (oldest first).
+        # The latest windows' band powers and probabilities (oldest first), and the
+        # windows not measured yet: measured together when they are needed.
         self._powers = np.zeros(0)
         self._probabilities = np.zeros(0, dtype=np.float32)
+        self._unmeasured: list[tuple[np.ndarray, np.ndarray]] = []
         self._windows = 0  # scored so far
         self.background_db = -math.inf
         self.voice_bed = False
@@ -514,17 +516,12 @@ class ForegroundBackend:
     def scores(self, frames: np.ndarray) -> np.ndarray:
         probability = self._voice.scores(frames)
         count, first = len(frames), self._windows
-        power = self._power(frames)
-        if not first:  # the stream's start: as if its first window had lasted
-            self._powers = np.full(self.LEVEL_WINDOWS - 1, power[0])
-            self._probabilities = np.full(self.LEVEL_WINDOWS - 1, probability[0])
-        powers = np.concatenate((self._powers, power))
-        probabilities = np.concatenate((self._probabilities, probability))
-        self._powers, self._probabilities = powers[-self._keep :], probabilities[-self._keep :]
         self._windows += count
+        self._unmeasured.append((frames.copy(), probability))
         updates = range(-first % self.UPDATE_WINDOWS, count, self.UPDATE_WINDOWS)
-        if not updates and not self.voice_bed:  # the common case: nothing to gate
-            return probability
+        if not updates and not self.voice_bed:
+            return probability  # nothing to gate (most windows: no voice bed, no update)
+        powers, probabilities = self._measure()
         background = np.full(count, self.background_db)
         bed = np.full(count, self.voice_bed)
         for index in updates:
@@ -532,12 +529,25 @@ class ForegroundBackend:
             heard = min(first + index + 1, self._keep)
             self._update(powers[end - heard : end], probabilities[end - heard : end])
             background[index:], bed[index:] = self.background_db, self.voice_bed
+        self._powers, self._probabilities = powers[-self._keep :], probabilities[-self._keep :]
         if not bed.any():
             return probability
         recent = powers[powers.size - count - self.LEVEL_WINDOWS + 1 :]
         level = 10.0 * np.log10(np.convolve(recent, self._kernel, "valid"))
         gate = np.clip((level - background - self.margin_db) / self.GATE_SPAN_DB + 0.5, 0.0, 1.0)
         return np.where(bed, np.minimum(probability, gate), probability)
+
+    def _measure(self) -> tuple[np.ndarray, np.ndarray]:
+        """(powers, probabilities): the kept windows', then the unmeasured ones'."""
+        frames, probability = zip(*self._unmeasured, strict=True)
+        self._unmeasured.clear()
+        power = self._power(np.concatenate(frames))
+        probability = np.concatenate(probability)
+        if not self._powers.size:  # the stream's start: as if its first window had lasted
+            self._powers = np.full(self.LEVEL_WINDOWS - 1, power[0])
+            self._probabilities = np.full(self.LEVEL_WINDOWS - 1, probability[0])
+        powers = np.concatenate((self._powers, power))
+        return powers, np.concatenate((self._probabilities, probability))
 
     def _update(self, powers: np.ndarray, probabilities: np.ndarray) -> None:
         """The statistics over the windows heard up to the current one (the last)."""
