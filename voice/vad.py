@@ -522,15 +522,16 @@ class ForegroundBackend:
         if not updates and not self.voice_bed:
             return probability  # nothing to gate (most windows: no voice bed, no update)
         powers, probabilities = self._measure()
-        background = np.full(count, self.background_db)
-        bed = np.full(count, self.voice_bed)
+        background, bed = self.background_db, self.voice_bed  # unless updated on the way
+        if updates:
+            background, bed = np.full(count, background), np.full(count, bed)
         for index in updates:
             end = powers.size - count + index + 1  # up to and with the batch's window `index`
             heard = min(first + index + 1, self._keep)
             self._update(powers[end - heard : end], probabilities[end - heard : end])
             background[index:], bed[index:] = self.background_db, self.voice_bed
         self._powers, self._probabilities = powers[-self._keep :], probabilities[-self._keep :]
-        if not bed.any():
+        if not np.any(bed):
             return probability
         recent = powers[powers.size - count - self.LEVEL_WINDOWS + 1 :]
         level = 10.0 * np.log10(np.convolve(recent, self._kernel, "valid"))
@@ -539,10 +540,12 @@ class ForegroundBackend:
 
     def _measure(self) -> tuple[np.ndarray, np.ndarray]:
         """(powers, probabilities): the kept windows', then the unmeasured ones'."""
-        frames, probability = zip(*self._unmeasured, strict=True)
+        if len(self._unmeasured) == 1:
+            frames, probability = self._unmeasured[0]
+        else:
+            frames, probability = (np.concatenate(a) for a in zip(*self._unmeasured, strict=True))
         self._unmeasured.clear()
-        power = self._power(np.concatenate(frames))
-        probability = np.concatenate(probability)
+        power = self._power(frames)
         if not self._powers.size:  # the stream's start: as if its first window had lasted
             self._powers = np.full(self.LEVEL_WINDOWS - 1, power[0])
             self._probabilities = np.full(self.LEVEL_WINDOWS - 1, probability[0])
