@@ -489,7 +489,7 @@ class ForegroundBackend:
     LEVEL_WINDOWS = 5  # 160 ms
     BACKGROUND_S = 3.0
     BACKGROUND_PERCENTILE = 20.0
-    BED_S = 6.0
+    BED_S = 10.0
     BED_PERCENTILE = 20.0
     BED_VOICE = 0.5
     GATE_SPAN_DB = 6.0
