@@ -480,7 +480,9 @@ class ForegroundBackend:
     where its level, averaged over LEVEL_WINDOWS, is `margin_db` above the
     background, 0 to 1 over GATE_SPAN_DB around that. Elsewhere the score is
     silero's. The statistics are updated every UPDATE_WINDOWS windows of the
-    stream (never by chunk), so events do not depend on chunking.
+    stream (never by chunk), so events do not depend on chunking, and no bed is
+    called before BACKGROUND_S has been heard (a room's first seconds are
+    speech). Levels are measured only when needed: at an update, or over a bed.
     """
 
     sample_rate = SileroBackend.sample_rate
