@@ -344,7 +344,7 @@ class _BandPower:
         # alone but spawns threads that contend with everything else on a busy server).
         spectrum = np.fft.rfft(frames * self._window, axis=1)[:, self._band]
         parts = spectrum.view(np.float32)  # real and imaginary parts side by side
-        return np.einsum("ij,ij->i", parts, parts).astype(np.float64) + 1e-12
+        return np.einsum("ij,ij->i", parts, parts, dtype=np.float64) + 1e-12
 
 
 # --- energy -------------------------------------------------------------------------
@@ -533,12 +533,13 @@ class ForegroundBackend:
             self._update(powers[end - heard : end], probabilities[end - heard : end])
             background[index:], bed[index:] = self.background_db, self.voice_bed
         self._powers, self._probabilities = powers[-self._keep :], probabilities[-self._keep :]
-        if not np.any(bed):
+        if not (bed.any() if updates else bed):
             return probability
         recent = powers[powers.size - count - self.LEVEL_WINDOWS + 1 :]
         level = 10.0 * np.log10(np.convolve(recent, self._kernel, "valid"))
-        gate = np.clip((level - background - self.margin_db) / self.GATE_SPAN_DB + 0.5, 0.0, 1.0)
-        return np.where(bed, np.minimum(probability, gate), probability)
+        gate = (level - (background + self.margin_db)) / self.GATE_SPAN_DB + 0.5
+        gated = np.maximum(np.minimum(probability, gate), 0.0)  # never above 1: a probability
+        return np.where(bed, gated, probability) if updates else gated
 
     def _measure(self) -> tuple[np.ndarray, np.ndarray]:
         """(powers, probabilities): the kept windows', then the unmeasured ones'."""
