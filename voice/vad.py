@@ -344,7 +344,7 @@ class _BandPower:
         # alone but spawns threads that contend with everything else on a busy server).
         spectrum = np.fft.rfft(frames * self._window, axis=1)[:, self._band]
         parts = spectrum.view(np.float32)  # real and imaginary parts side by side
-        return np.einsum("ij,ij->i", parts, parts, dtype=np.float64) + 1e-12
+        return np.einsum("ij,ij->i", parts, parts).astype(np.float64) + 1e-12
 
 
 # --- energy -------------------------------------------------------------------------
