@@ -272,12 +272,20 @@ REALTIME_TRANSCRIPTION_MODEL = env.str(
     "REALTIME_TRANSCRIPTION_MODEL", default="gpt-4o-mini-transcribe"
 )
 # Voice activity detection on the server (voice/vad.py): who speaks when.
-# "silero" (Silero VAD's ONNX model: voices, not noise; other people's talk is voice too)
-# or "energy" (numpy: the level above an adaptive noise floor; cheaper, and any loud
-# enough sound above a steady noise is speech to it).
-VAD_BACKEND = env.str("VAD_BACKEND", default="silero")
-if VAD_BACKEND not in ("silero", "energy"):
-    raise ImproperlyConfigured(f"VAD_BACKEND must be 'silero' or 'energy', not {VAD_BACKEND!r}")
+# "foreground" (Silero VAD's ONNX model, gated by the level where the background is
+# other voices: only a person well above the room's talk is speech), "silero" (the model
+# alone: voices, not noise; other people's talk is voice too) or "energy" (numpy: the
+# level above an adaptive noise floor; cheaper, and any loud enough sound above a steady
+# noise is speech to it).
+VAD_BACKENDS = ("foreground", "silero", "energy")
+VAD_BACKEND = env.str("VAD_BACKEND", default="foreground")
+if VAD_BACKEND not in VAD_BACKENDS:
+    raise ImproperlyConfigured(
+        f"VAD_BACKEND must be one of {', '.join(VAD_BACKENDS)}, not {VAD_BACKEND!r}"
+    )
+# foreground: over a background of other voices, how far (dB) above their steady level
+# a person must be to be speech.
+VAD_FOREGROUND_MARGIN_DB = env.float("VAD_FOREGROUND_MARGIN_DB", default=5.0)
 # A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it
 # (or half of it, if higher).
 VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
