@@ -71,7 +71,7 @@ def test_the_window_leaves_out_older_samples():
 
 def test_voice_turns_appear_with_their_voice_to_voice_latency():
     user = get_user_model().objects.create_user("talker")
-    session = VoiceSession.objects.create(user=user, model="fakeai", vad_backend="silero")
+    session = VoiceSession.objects.create(user=user, model="fakeai", vad_backend="foreground")
     now = timezone.now()
     for index, ms in enumerate([700.0, 800.0, 900.0], start=1):
         VoiceTurn.objects.create(
