@@ -12,7 +12,7 @@ from chat.models import Conversation, Message
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_CURSOR = re.compile(r"(\d{1,20})_(\d{1,20})")
+_CURSOR = re.compile(r"([0-9]{1,20})_([0-9]{1,20})")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,10 @@ def page_of(
     return ConversationPage(
         conversations=page, next_cursor=ConversationCursor.after(page[-1]) if more else None
     )
+
+
+def conversations_for(user, *, limit: int = 100) -> QuerySet[Conversation]:
+    return newest_first(Conversation.objects.filter(owner=user))[:limit]
 
 
 def conversation_page(
