@@ -390,6 +390,11 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
 # Messages per page of a conversation; older pages load as the person scrolls up.
 CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
+# Conversations per page of the sidebar; more load as the person scrolls down.
+CHAT_SIDEBAR_PAGE_CONVERSATIONS = env.int("CHAT_SIDEBAR_PAGE_CONVERSATIONS", default=100)
+# Conversations per page of search results, and the longest query read (characters).
+CHAT_SEARCH_PAGE_RESULTS = env.int("CHAT_SEARCH_PAGE_RESULTS", default=20)
+CHAT_SEARCH_MAX_QUERY_CHARS = env.int("CHAT_SEARCH_MAX_QUERY_CHARS", default=200)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 
 # --- Logging: one line per request or reply, ids on every line, no message content at INFO
