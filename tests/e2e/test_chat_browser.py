@@ -36,7 +36,9 @@ from tests.support import processes
 
 pytestmark = pytest.mark.e2e
 
-SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Written into the build folder; copied into docs/screenshots/ by hand when they change,
+# so a test run never modifies tracked files.
+SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / "build" / "screenshots"
 
 
 # --- accounts ------------------------------------------------------------------------
@@ -422,7 +424,7 @@ Message.objects.create(
 
 
 def test_screenshots_of_a_finished_exchange_with_code(browser, live_site):
-    """Writes docs/screenshots/chat-desktop.png and chat-mobile.png."""
+    """Writes build/screenshots/chat-desktop.png and chat-mobile.png (docs/screenshots/ has copies)."""
     username = "ada"  # shown in the screenshots; the session's database is fresh
     laptop = browser.new_context(viewport=LAPTOP)
     sign_up(laptop.new_page(), live_site.url, username)
