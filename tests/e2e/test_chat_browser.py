@@ -424,7 +424,7 @@ Message.objects.create(
 
 
 def test_screenshots_of_a_finished_exchange_with_code(browser, live_site):
-    """Writes build/screenshots/chat-desktop.png and chat-mobile.png (docs/screenshots/ has copies)."""
+    """Writes build/screenshots/chat-desktop.png and chat-mobile.png (copied into docs/)."""
     username = "ada"  # shown in the screenshots; the session's database is fresh
     laptop = browser.new_context(viewport=LAPTOP)
     sign_up(laptop.new_page(), live_site.url, username)
