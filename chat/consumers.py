@@ -78,13 +78,52 @@ class ChatConsumer(RealtimeConsumer):
         )
         await self._started(handle, replaces=event.message_id)
 
-    async def _started(self, handle: services.ReplyHandle, *, replaces: int | None = None) -> None:
+    async def handle_regenerate(self, event: events.ClientEvent) -> None:
+        message_id = self._target(event)
+        handle = await services.regenerate_reply(
+            user=self.user, message_id=message_id, origin=self.channel_name
+        )
+        await self._started(handle, version_of=message_id)
+
+    async def handle_edit(self, event: events.ClientEvent) -> None:
+        message_id = self._target(event)
+        handle = await services.edit_message(
+            user=self.user, message_id=message_id, content=event.content, origin=self.channel_name
+        )
+        await self._started(handle, version_of=message_id)
+
+    async def handle_switch(self, event: events.ClientEvent) -> None:
+        if event.message_id is None:
+            raise wire.ProtocolError(wire.INVALID_EVENT, "'switch' needs a 'message_id'")
+        await self.send_event(
+            await services.switch_version(
+                user=self.user, message_id=event.message_id, origin=self.channel_name
+            )
+        )
+
+    def _target(self, event: events.ClientEvent) -> int:
+        """The message a regenerate or an edit forks from; busy while following a reply."""
+        if event.message_id is None:
+            raise wire.ProtocolError(wire.INVALID_EVENT, f"'{event.type}' needs a 'message_id'")
+        if self.is_following(REPLY):
+            raise wire.ProtocolError(wire.BUSY, services.BUSY_MESSAGE)
+        return event.message_id
+
+    async def _started(
+        self,
+        handle: services.ReplyHandle,
+        *,
+        replaces: int | None = None,
+        version_of: int | None = None,
+    ) -> None:
         await self.send_event(
             events.ack(
                 message_id=handle.message_id,
                 conversation_id=handle.conversation_id,
                 user_message_id=handle.user_message_id,
                 replaces=replaces,
+                version_of=version_of,
+                versions=list(handle.versions) if version_of is not None else None,
             )
         )
         await self.send_event(events.progress("thinking", message_id=handle.message_id))

@@ -14,7 +14,13 @@ from realtime.wire import now_ms
 
 # --- server -> client ------------------------------------------------------------
 def ack(
-    *, message_id: int, conversation_id: int, user_message_id: int, replaces: int | None = None
+    *,
+    message_id: int,
+    conversation_id: int,
+    user_message_id: int,
+    replaces: int | None = None,
+    version_of: int | None = None,
+    versions: list[int] | None = None,
 ) -> dict:
     event = {
         "type": "ack",
@@ -25,6 +31,11 @@ def ack(
     }
     if replaces is not None:
         event["replaces"] = replaces  # a retry: the failed reply this one takes the place of
+    if version_of is not None:
+        # A regenerate (the old reply) or an edit (the old user message): the new
+        # message is its sibling, shown in its place; `versions` are theirs, oldest first.
+        event["version_of"] = version_of
+        event["versions"] = versions or []
     return event
 
 
@@ -174,6 +185,55 @@ def reply_retried(
     }
 
 
+def reply_regenerated(
+    *,
+    conversation_id: int,
+    user_message_id: int,
+    message_id: int,
+    version_of: int,
+    versions: list[int],
+) -> dict:
+    """A new version of reply `version_of` started; the old one is kept on its branch."""
+    return {
+        "type": "reply_regenerated",
+        "conversation_id": conversation_id,
+        "user_message_id": user_message_id,
+        "message_id": message_id,
+        "version_of": version_of,
+        "versions": versions,
+    }
+
+
+def message_edited(
+    *,
+    conversation_id: int,
+    user_message_id: int,
+    content: str,
+    message_id: int,
+    version_of: int,
+    versions: list[int],
+) -> dict:
+    """User message `version_of` was edited: a new version of it was sent and its reply started."""
+    return {
+        "type": "message_edited",
+        "conversation_id": conversation_id,
+        "user_message_id": user_message_id,
+        "content": content,
+        "message_id": message_id,
+        "version_of": version_of,
+        "versions": versions,
+    }
+
+
+def version_switched(*, conversation_id: int, message_id: int) -> dict:
+    """Message `message_id` is shown instead of its siblings, with the path chosen below it."""
+    return {
+        "type": "version_switched",
+        "conversation_id": conversation_id,
+        "message_id": message_id,
+    }
+
+
 def conversation_renamed(*, conversation_id: int, title: str) -> dict:
     return {"type": "conversation_renamed", "conversation_id": conversation_id, "title": title}
 
@@ -183,7 +243,10 @@ def conversation_deleted(*, conversation_id: int) -> dict:
 
 
 # --- client -> server ------------------------------------------------------------
-CLIENT_TYPES = frozenset({"message", "cancel", "resume", "retry", "ping"})
+CLIENT_TYPES = frozenset(
+    {"message", "cancel", "resume", "retry", "regenerate", "edit", "switch", "ping"}
+)
+WITH_CONTENT = frozenset({"message", "edit"})
 
 
 @dataclass(frozen=True)
@@ -219,7 +282,7 @@ def client_event(
         data, allowed=allowed_types, default="message" if "content" in data else None
     )
     content = ""
-    if kind == "message":
+    if kind in WITH_CONTENT:
         try:
             content = wire.text_field(data, "content", max_chars=max_content_chars)
         except wire.ProtocolError as exc:

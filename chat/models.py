@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
+from chat.branches import Tree
 from realtime.rendering import render_markdown
 
 DEFAULT_ERROR_MESSAGES = {
@@ -37,6 +39,10 @@ class Conversation(models.Model):
     def display_title(self) -> str:
         return self.title or "New conversation"
 
+    def shown_leaf_id(self) -> int | None:
+        """The last message of the path shown (chat.branches), or None if there is none."""
+        return Tree(self.messages.values_list("id", "parent_id", "chosen_at")).leaf()
+
 
 class Message(models.Model):
     class Role(models.TextChoices):
@@ -53,6 +59,15 @@ class Message(models.Model):
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
     )
+    # The message this one answers or follows; siblings are versions (chat.branches).
+    # A message is deleted only with its conversation, or as a failed reply that
+    # nothing follows (retry): no orphan is left, and DO_NOTHING keeps those
+    # deletes single statements (a cascade would read the rows first).
+    parent = models.ForeignKey(
+        "self", on_delete=models.DO_NOTHING, null=True, blank=True, related_name="children"
+    )
+    # At a fork, the child chosen last is shown: a new message is chosen as it is made.
+    chosen_at = models.DateTimeField(default=timezone.now)
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     # The sanitized rendering of an assistant message, made once when it ends.
@@ -86,6 +101,10 @@ class Message(models.Model):
         return f"{self.role} #{self.pk} ({self.status})"
 
     def save(self, *args, **kwargs) -> None:
+        if self._state.adding and self.parent_id is None:
+            # Rows made one by one (spoken turns, the admin, tests) continue the
+            # path shown; the chat services always name the parent themselves.
+            self.parent_id = self.conversation.shown_leaf_id()
         # Rows saved one by one (admin edits, tests) keep `html` true to `content`;
         # the streaming path writes both itself, in batches.
         if self.role == self.Role.ASSISTANT:

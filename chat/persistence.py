@@ -103,17 +103,19 @@ async def save_final(
 # --- starting a reply: on the time-to-first-token path ------------------------------
 # Plain SQL: compiling the ORM's queries cost more CPU than running them, on
 # the one path every message waits on.
-def recent_messages(*, conversation_id: int, owner_id: int, limit: int) -> list[tuple]:
-    """(id, role, content, status, conversation model) of the newest messages, newest first."""
+def conversation_messages(*, conversation_id: int, owner_id: int) -> list[tuple]:
+    """(id, parent id, chosen at, role, content, status, conversation model) of every message.
+
+    Every branch: which are on the path shown is chat.branches' business.
+    """
     message = connection.ops.quote_name(Message._meta.db_table)
     conversation = connection.ops.quote_name(Conversation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT m.id, m.role, m.content, m.status, c.model FROM {message} m"
-            f" JOIN {conversation} c ON c.id = m.conversation_id"
-            " WHERE m.conversation_id = %s AND c.owner_id = %s"
-            " ORDER BY m.created_at DESC, m.id DESC LIMIT %s",
-            [conversation_id, owner_id, limit],
+            f"SELECT m.id, m.parent_id, m.chosen_at, m.role, m.content, m.status, c.model"
+            f" FROM {message} m JOIN {conversation} c ON c.id = m.conversation_id"
+            " WHERE m.conversation_id = %s AND c.owner_id = %s",
+            [conversation_id, owner_id],
         )
         return cursor.fetchall()
 
@@ -130,13 +132,14 @@ def conversation_model(*, conversation_id: int, owner_id: int) -> str | None:
     return None if row is None else row[0]
 
 
-def insert_turns(turns: list[tuple[int, int | None, str, str, str]]) -> list[tuple | None]:
-    """Save (owner, conversation or None, title, content, model) turns in the open transaction.
+def insert_turns(turns: list[tuple]) -> list[tuple | None]:
+    """Save (owner, conversation or None, title, content, model, parent) turns, in the transaction.
 
     Each turn gets its conversation (created, or bumped and titled if untitled),
-    its user message and a `streaming` reply. Returns per turn its
-    (conversation, user message, reply) ids, or None if its conversation is
-    gone. Raises IntegrityError if a conversation already has a streaming reply.
+    its user message (following `parent`, a message id or None) and a
+    `streaming` reply to it. Returns per turn its (conversation, user message,
+    reply) ids, or None if its conversation is gone. Raises IntegrityError if
+    a conversation already has a streaming reply.
     """
     ops = connection.ops
     now = ops.adapt_datetimefield_value(timezone.now())
@@ -144,7 +147,7 @@ def insert_turns(turns: list[tuple[int, int | None, str, str, str]]) -> list[tup
     messages = ops.quote_name(Message._meta.db_table)
     conversation_ids: list[int | None] = []
     with connection.cursor() as cursor:
-        for owner_id, conversation_id, title, _, _ in turns:
+        for owner_id, conversation_id, title, *_ in turns:
             if conversation_id is None:
                 cursor.execute(
                     f"INSERT INTO {conversations} (owner_id, title, model, created_at, updated_at)"
@@ -163,25 +166,43 @@ def insert_turns(turns: list[tuple[int, int | None, str, str, str]]) -> list[tup
                 if cursor.rowcount == 0:
                     conversation_id = None
             conversation_ids.append(conversation_id)
-        rows = []
-        for conversation_id, (_, _, _, content, model) in zip(conversation_ids, turns, strict=True):
-            if conversation_id is not None:
-                rows.append((conversation_id, Message.Role.USER.value, content, "complete", ""))
-                rows.append((conversation_id, Message.Role.ASSISTANT.value, "", "streaming", model))
-        ids: dict[tuple[int, str], int] = {}
-        if rows:
-            values = ", ".join(["(%s, %s, %s, '', %s, '', '', %s, %s, %s)"] * len(rows))
-            cursor.execute(
-                f"INSERT INTO {messages} (conversation_id, role, content, html, status,"
-                f" error_code, error_message, model, created_at, updated_at) VALUES {values}"
-                " RETURNING id, conversation_id, role",
-                [value for row in rows for value in (*row, now, now)],
+        questions = [
+            (conversation_id, parent_id, Message.Role.USER.value, content, "complete", "")
+            for conversation_id, (*_, content, _, parent_id) in zip(
+                conversation_ids, turns, strict=True
             )
-            # One streaming reply per conversation: (conversation, role) names each row.
-            ids = {(conversation_id, role): pk for pk, conversation_id, role in cursor.fetchall()}
+            if conversation_id is not None
+        ]
+        # One user message and one streaming reply per conversation in a batch (else
+        # the reply's insert fails): the conversation names each row.
+        asked = _insert_messages(cursor, messages, questions, now)
+        replies = [
+            (conversation_id, asked[conversation_id], "assistant", "", "streaming", model)
+            for conversation_id, (*_, model, _) in zip(conversation_ids, turns, strict=True)
+            if conversation_id is not None
+        ]
+        answered = _insert_messages(cursor, messages, replies, now)
     return [
         None
         if conversation_id is None
-        else (conversation_id, ids[(conversation_id, "user")], ids[(conversation_id, "assistant")])
+        else (conversation_id, asked[conversation_id], answered[conversation_id])
         for conversation_id in conversation_ids
     ]
+
+
+def _insert_messages(cursor, table: str, rows: list[tuple], now) -> dict[int, int]:
+    """Insert (conversation, parent, role, content, status, model) rows: {conversation: new id}."""
+    if not rows:
+        return {}
+    values = ", ".join(["(%s, %s, %s, %s, '', %s, '', '', %s, %s, %s, %s)"] * len(rows))
+    cursor.execute(
+        f"INSERT INTO {table} (conversation_id, parent_id, role, content, html, status,"
+        f" error_code, error_message, model, chosen_at, created_at, updated_at) VALUES {values}"
+        " RETURNING id, conversation_id",
+        [
+            value
+            for conversation_id, parent_id, role, content, status, model in rows
+            for value in (conversation_id, parent_id, role, content, status, model, now, now, now)
+        ],
+    )
+    return {conversation_id: pk for pk, conversation_id in cursor.fetchall()}

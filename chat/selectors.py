@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.db.models import Q, QuerySet
 
+from chat.branches import Tree, Versions
 from chat.models import Conversation, Message
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -100,16 +101,38 @@ class MessagePage:
 
 
 def message_page(conversation: Conversation, *, before: int | None, limit: int) -> MessagePage:
-    """The `limit` newest messages older than message `before` (or the newest ones).
+    """The `limit` last messages of the path shown (chat.branches), before message `before`.
 
+    Each carries `versions` (chat.branches.Versions) if it has siblings.
     Assistant messages carry their stored, sanitized `html`: nothing is rendered here.
     """
-    query = conversation.messages.order_by("-created_at", "-id")
+    tree = _tree(conversation)
+    path = tree.path()
     if before is not None:
-        anchor = conversation.messages.filter(pk=before).values("created_at").first()
-        if anchor is None:
+        if before not in path:  # another branch is shown now
             return MessagePage(messages=[], has_more=False)
-        at = anchor["created_at"]
-        query = query.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=before))
-    newest_first = list(query[: limit + 1])
-    return MessagePage(messages=newest_first[:limit][::-1], has_more=len(newest_first) > limit)
+        path = path[: path.index(before)]
+    return MessagePage(
+        messages=_messages(conversation, tree, path[-limit:]), has_more=len(path) > limit
+    )
+
+
+def path_from(conversation: Conversation, message_id: int) -> list[Message] | None:
+    """Message `message_id` and the path shown below it; None if no such message."""
+    tree = _tree(conversation)
+    if message_id not in tree:
+        return None
+    return _messages(conversation, tree, tree.path_from(message_id))
+
+
+def _tree(conversation: Conversation) -> Tree:
+    return Tree(conversation.messages.values_list("id", "parent_id", "chosen_at"))
+
+
+def _messages(conversation: Conversation, tree: Tree, ids: list[int]) -> list[Message]:
+    rows = conversation.messages.in_bulk(ids)
+    messages = [rows[pk] for pk in ids]
+    for message in messages:
+        versions = tree.versions(message.pk)
+        message.versions = Versions(versions, message.pk) if len(versions) > 1 else None
+    return messages

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -21,7 +22,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events, persistence
+from chat import branches, events, persistence
 from chat.models import Conversation, Message
 from realtime import llm, ratelimit, runs, wire
 from realtime.db import GroupCommit, on_db_pool
@@ -32,6 +33,7 @@ from realtime.streams import StreamGone
 logger = logging.getLogger(__name__)
 
 HISTORY_MAX_MESSAGES = 400
+_Loaded = TypeVar("_Loaded")
 BUSY_MESSAGE = "A reply is still streaming; stop it or wait for it to finish."
 
 
@@ -40,6 +42,8 @@ class ReplyHandle:
     conversation_id: int
     user_message_id: int
     message_id: int
+    # After a regenerate or an edit: the forked message's versions, the new one last.
+    versions: tuple[int, ...] = ()
 
 
 def stream_key(message_id: int) -> str:
@@ -55,7 +59,7 @@ def title_from(content: str) -> str:
 async def start_reply(
     *, user, content: str, conversation_id: int | None = None, origin: str | None = None
 ) -> ReplyHandle:
-    """Save the user's message and start generating the assistant's reply.
+    """Save the user's message after the path shown and start generating the assistant's reply.
 
     The user's other chat sockets are told (`user_message`); `origin`, the
     sending socket's channel name, is left out: it has its `ack`.
@@ -63,35 +67,11 @@ async def start_reply(
     Raises ProtocolError: rate_limited, not_found (someone else's or no such
     conversation), busy (a reply is still streaming in this conversation).
     """
-    # A round trip in Redis mode: let it overlap the history read.
-    rate_check = _rate_check(user)
-    context = _NEW_CONVERSATION
-    try:
-        if conversation_id is not None:
-            try:
-                context = await _load_context(user=user, conversation_id=conversation_id)
-            except _StillStreaming as streaming:
-                # Only a reply whose generator is alive makes the conversation busy.
-                await _expire_dead_replies(streaming.message_ids)
-                try:
-                    context = await _load_context(user=user, conversation_id=conversation_id)
-                except _StillStreaming:  # another reply started meanwhile
-                    raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
-    finally:
-        allowed = await rate_check
-    _refuse_unless(allowed)
-    prompt = llm.build_prompt(
-        [*context.history, {"role": "user", "content": content}],
-        system_prompt=settings.LLM_SYSTEM_PROMPT,
-        budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
-    )
-    model = context.model or settings.OPENAI_MODEL
-    handle = await _start_run(
-        prompt,
-        model=model,
-        save=lambda: _save_turn(
-            user=user, content=content, conversation_id=conversation_id, model=model
-        ),
+    handle = await _start_turn(
+        user=user,
+        content=content,
+        conversation_id=conversation_id,
+        load=lambda: _load_context(user=user, conversation_id=conversation_id),
     )
     await notify_user(
         user.pk,
@@ -105,6 +85,96 @@ async def start_reply(
         origin=origin,
     )
     return handle
+
+
+async def edit_message(
+    *, user, message_id: int, content: str, origin: str | None = None
+) -> ReplyHandle:
+    """Send `content` as a new version of user message `message_id`, and answer it.
+
+    The new message is a sibling of the old one (same parent) and is shown;
+    what followed the old one stays on its branch. The model sees the path
+    down to the new message only. Other sockets are told (`message_edited`).
+
+    Raises ProtocolError: rate_limited, not_found (no such user message of
+    yours), busy (a reply is streaming in the conversation).
+    """
+    conversation_id = await _conversation_of(
+        user=user, message_id=message_id, role=Message.Role.USER
+    )
+    handle = await _start_turn(
+        user=user,
+        content=content,
+        conversation_id=conversation_id,
+        load=lambda: _load_context(user=user, conversation_id=conversation_id, editing=message_id),
+    )
+    await notify_user(
+        user.pk,
+        events.message_edited(
+            conversation_id=handle.conversation_id,
+            user_message_id=handle.user_message_id,
+            content=content,
+            message_id=handle.message_id,
+            version_of=message_id,
+            versions=list(handle.versions),
+        ),
+        origin=origin,
+    )
+    return handle
+
+
+async def _start_turn(
+    *, user, content: str, conversation_id: int | None, load: Callable[[], Awaitable[_Context]]
+) -> ReplyHandle:
+    """Rate limit, read the context (`load`), start the model request, save the turn."""
+    context = _NEW_CONVERSATION
+    if conversation_id is not None:
+        context = await _checked(user, load)
+    else:
+        _refuse_unless(await _rate_check(user))
+    prompt = llm.build_prompt(
+        [*context.history, {"role": "user", "content": content}],
+        system_prompt=settings.LLM_SYSTEM_PROMPT,
+        budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
+    )
+    model = context.model or settings.OPENAI_MODEL
+    handle = await _start_run(
+        prompt,
+        model=model,
+        save=lambda: _save_turn(
+            user=user,
+            content=content,
+            conversation_id=conversation_id,
+            model=model,
+            parent_id=context.parent_id,
+        ),
+    )
+    if context.siblings:
+        handle = replace(handle, versions=(*context.siblings, handle.user_message_id))
+    return handle
+
+
+async def _checked(user, load: Callable[[], Awaitable[_Loaded]]) -> _Loaded:
+    """`load()`, with the rate limit checked meanwhile; busy if a live reply streams.
+
+    A reply whose generator died (its process was killed) is marked
+    interrupted first, and does not make the conversation busy.
+    """
+    # A round trip in Redis mode: let it overlap the read.
+    rate_check = _rate_check(user)
+    try:
+        try:
+            loaded = await load()
+        except _StillStreaming as streaming:
+            await _expire_dead_replies(streaming.message_ids)
+            try:
+                loaded = await load()
+            except _StillStreaming:  # another reply started meanwhile
+                raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
+    finally:
+        allowed = await rate_check
+    _refuse_unless(allowed)
+    return loaded
 
 
 async def _start_run(
@@ -155,35 +225,62 @@ def _refuse_unless(allowed: bool) -> None:
 class _Context:
     history: list[dict]
     model: str
+    parent_id: int | None = None  # the message the new user message follows
+    siblings: tuple[int, ...] = ()  # an edit: the versions of the edited message
 
 
 _NEW_CONVERSATION = _Context(history=[], model="")
 
 
 @on_db_pool(reads=True)
-def _load_context(*, user, conversation_id: int) -> _Context:
-    """The conversation's recent history; raises not_found or _StillStreaming.
+def _load_context(*, user, conversation_id: int, editing: int | None = None) -> _Context:
+    """The path the new message follows: after the path shown, or beside message `editing`.
 
-    One query in the common case: it is on the time-to-first-token path.
+    Raises not_found or _StillStreaming. One query: it is on the
+    time-to-first-token path.
     """
-    # Newest first, capped: the prompt budget keeps far fewer than this anyway.
-    recent = persistence.recent_messages(
-        conversation_id=conversation_id, owner_id=user.pk, limit=HISTORY_MAX_MESSAGES
-    )
-    if not recent:
+    rows = persistence.conversation_messages(conversation_id=conversation_id, owner_id=user.pk)
+    if not rows:
         model = persistence.conversation_model(conversation_id=conversation_id, owner_id=user.pk)
-        if model is None:
+        if model is None or editing is not None:
             raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
         return _Context(history=[], model=model)
-    streaming = [pk for pk, _, _, status, _ in recent if status == Message.Status.STREAMING]
-    if streaming:
+    if streaming := [row[0] for row in rows if row[5] == Message.Status.STREAMING]:
         raise _StillStreaming(streaming)
-    history = [
-        {"role": role, "content": content}
-        for _, role, content, status, _ in reversed(recent)
-        if content and status in (Message.Status.COMPLETE, Message.Status.CANCELLED)
+    tree = branches.Tree(row[:3] for row in rows)
+    if editing is None:
+        parent_id, siblings = tree.leaf(), ()
+    elif editing in tree:
+        parent_id, siblings = tree.parent[editing], tuple(tree.versions(editing))
+    else:  # deleted meanwhile, with its conversation
+        raise wire.ProtocolError(wire.NOT_FOUND, "No such message")
+    path = tree.ancestry(parent_id) if parent_id is not None else []
+    return _Context(
+        history=_history(rows, path), model=rows[0][6], parent_id=parent_id, siblings=siblings
+    )
+
+
+def _history(rows: list[tuple], path: list[int]) -> list[dict]:
+    """The model's messages for `path` (message ids, first to last), newest capped."""
+    by_id = {row[0]: row for row in rows}
+    return [
+        {"role": by_id[pk][3], "content": by_id[pk][4]}
+        for pk in path[-HISTORY_MAX_MESSAGES:]
+        if by_id[pk][4] and by_id[pk][5] in (Message.Status.COMPLETE, Message.Status.CANCELLED)
     ]
-    return _Context(history=history, model=recent[0][4])
+
+
+@on_db_pool(reads=True)
+def _conversation_of(*, user, message_id: int, role: str) -> int:
+    """The conversation of the user's message `message_id` in `role`; raises not_found."""
+    conversation_id = (
+        Message.objects.filter(pk=message_id, role=role, conversation__owner=user)
+        .values_list("conversation_id", flat=True)
+        .first()
+    )
+    if conversation_id is None:
+        raise wire.ProtocolError(wire.NOT_FOUND, "No such message")
+    return conversation_id
 
 
 @dataclass(frozen=True)
@@ -192,19 +289,21 @@ class _Turn:
     content: str
     conversation_id: int | None
     model: str
+    parent_id: int | None
 
-    def row(self) -> tuple[int, int | None, str, str, str]:
+    def row(self) -> tuple[int, int | None, str, str, str, int | None]:
         return (
             self.user.pk,
             self.conversation_id,
             title_from(self.content),
             self.content,
             self.model,
+            self.parent_id,
         )
 
 
 async def _save_turn(
-    *, user, content: str, conversation_id: int | None, model: str
+    *, user, content: str, conversation_id: int | None, model: str, parent_id: int | None = None
 ) -> tuple[int, int, int]:
     """Save the user's message and the streaming reply: (conversation, user message, reply) ids.
 
@@ -214,7 +313,13 @@ async def _save_turn(
     start a reply.
     """
     return await _turns.save(
-        _Turn(user=user, content=content, conversation_id=conversation_id, model=model)
+        _Turn(
+            user=user,
+            content=content,
+            conversation_id=conversation_id,
+            model=model,
+            parent_id=parent_id,
+        )
     )
 
 
@@ -285,45 +390,23 @@ def _mark_interrupted(message_id: int) -> None:
     )
 
 
-# --- retry ---------------------------------------------------------------------------
+# --- answering again: retry, regenerate -------------------------------------------------
 RETRYABLE_STATUSES = (Message.Status.ERROR, Message.Status.CANCELLED)
 
 
 async def retry_reply(*, user, message_id: int, origin: str | None = None) -> ReplyHandle:
     """Answer the same user message again, in place of reply `message_id`.
 
-    The reply must be the user's, failed or stopped, and the newest message of
-    its conversation. Its row is deleted and a new streaming reply saved in the
-    same transaction, so the conversation never holds two answers to one
-    question. The user's other sockets are told (`reply_retried`).
+    The reply must be the user's, failed or stopped, and followed by nothing.
+    Its row is deleted and a new streaming reply saved in the same
+    transaction, so the question never keeps a failed answer. The user's
+    other sockets are told (`reply_retried`).
 
     Raises ProtocolError: rate_limited, not_found (no such reply of yours, or
     another tab retried it first), invalid_event (not a failed or stopped
-    reply, or not the newest message), busy (a reply is streaming).
+    reply, or followed by other messages), busy (a reply is streaming).
     """
-    rate_check = _rate_check(user)
-    try:
-        try:
-            target = await _load_retry(user=user, message_id=message_id)
-        except _StillStreaming as streaming:
-            # Busy unless its process died: then it is marked interrupted, and retryable.
-            await _expire_dead_replies(streaming.message_ids)
-            try:
-                target = await _load_retry(user=user, message_id=message_id)
-            except _StillStreaming:  # another reply started meanwhile
-                raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
-    finally:
-        allowed = await rate_check
-    _refuse_unless(allowed)
-    prompt = llm.build_prompt(
-        target.history,
-        system_prompt=settings.LLM_SYSTEM_PROMPT,
-        budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
-    )
-    model = target.model or settings.OPENAI_MODEL
-    handle = await _start_run(
-        prompt, model=model, save=lambda: _replace_reply(target=target, model=model)
-    )
+    handle = await _answer_again(user=user, message_id=message_id, retry=True)
     await notify_user(
         user.pk,
         events.reply_retried(
@@ -337,68 +420,115 @@ async def retry_reply(*, user, message_id: int, origin: str | None = None) -> Re
     return handle
 
 
+async def regenerate_reply(*, user, message_id: int, origin: str | None = None) -> ReplyHandle:
+    """Answer the user message that reply `message_id` answers again, as a new version.
+
+    The old reply (complete, stopped or failed) stays, with whatever followed
+    it, as another branch; the new one is shown. The model sees the path down
+    to the user message only. Other sockets are told (`reply_regenerated`).
+
+    Raises ProtocolError: rate_limited, not_found (no such reply of yours),
+    busy (a reply is streaming in the conversation).
+    """
+    handle = await _answer_again(user=user, message_id=message_id, retry=False)
+    await notify_user(
+        user.pk,
+        events.reply_regenerated(
+            conversation_id=handle.conversation_id,
+            user_message_id=handle.user_message_id,
+            message_id=handle.message_id,
+            version_of=message_id,
+            versions=list(handle.versions),
+        ),
+        origin=origin,
+    )
+    return handle
+
+
+async def _answer_again(*, user, message_id: int, retry: bool) -> ReplyHandle:
+    conversation_id = await _conversation_of(
+        user=user, message_id=message_id, role=Message.Role.ASSISTANT
+    )
+    # Busy unless its process died: then it is marked interrupted, and retryable.
+    target = await _checked(
+        user,
+        lambda: _load_answer(
+            user=user, conversation_id=conversation_id, message_id=message_id, retry=retry
+        ),
+    )
+    prompt = llm.build_prompt(
+        target.history,
+        system_prompt=settings.LLM_SYSTEM_PROMPT,
+        budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
+    )
+    model = target.model or settings.OPENAI_MODEL
+    handle = await _start_run(
+        prompt,
+        model=model,
+        save=lambda: _save_answer(target=target, model=model, replace=retry),
+    )
+    versions = [pk for pk in target.versions if not (retry and pk == message_id)]
+    return replace(handle, versions=(*versions, handle.message_id))
+
+
 @dataclass(frozen=True)
-class _RetryTarget:
-    message_id: int
+class _AnswerTarget:
+    message_id: int  # the reply answered again
     conversation_id: int
     user_message_id: int
     history: list[dict]  # ends with the user message being answered again
     model: str
+    versions: tuple[int, ...]  # the reply's versions, itself included
 
 
 @on_db_pool(reads=True)
-def _load_retry(*, user, message_id: int) -> _RetryTarget:
-    message = (
-        Message.objects.filter(pk=message_id, role=Message.Role.ASSISTANT, conversation__owner=user)
-        .values("conversation_id", "status")
-        .first()
-    )
-    if message is None:
+def _load_answer(*, user, conversation_id: int, message_id: int, retry: bool) -> _AnswerTarget:
+    rows = persistence.conversation_messages(conversation_id=conversation_id, owner_id=user.pk)
+    status = {row[0]: row[5] for row in rows}
+    if message_id not in status:  # deleted meanwhile, with its conversation
         raise wire.ProtocolError(wire.NOT_FOUND, "No such message")
-    if message["status"] == Message.Status.STREAMING:
+    if status[message_id] == Message.Status.STREAMING:
         raise _StillStreaming([message_id])
-    if message["status"] not in RETRYABLE_STATUSES:
-        raise wire.ProtocolError(
-            wire.INVALID_EVENT, "Only a failed or stopped reply can be retried"
-        )
-    conversation_id = message["conversation_id"]
-    recent = persistence.recent_messages(
-        conversation_id=conversation_id, owner_id=user.pk, limit=HISTORY_MAX_MESSAGES
-    )
-    if not recent or recent[0][0] != message_id:
-        raise wire.ProtocolError(wire.INVALID_EVENT, "Only the newest reply can be retried")
-    earlier = recent[1:]
-    question = next((row for row in earlier if row[1] == Message.Role.USER), None)
+    tree = branches.Tree(row[:3] for row in rows)
+    if retry:
+        if status[message_id] not in RETRYABLE_STATUSES:
+            raise wire.ProtocolError(
+                wire.INVALID_EVENT, "Only a failed or stopped reply can be retried"
+            )
+        if tree.children.get(message_id):
+            raise wire.ProtocolError(wire.INVALID_EVENT, "Only the newest reply can be retried")
+    question = tree.parent[message_id]
     if question is None:
         raise wire.ProtocolError(wire.INVALID_EVENT, "That reply answers no message")
-    if streaming := [pk for pk, _, _, status, _ in earlier if status == Message.Status.STREAMING]:
+    if streaming := [pk for pk, value in status.items() if value == Message.Status.STREAMING]:
         raise _StillStreaming(streaming)
-    history = [
-        {"role": role, "content": content}
-        for _, role, content, status, _ in reversed(earlier)
-        if content and status in (Message.Status.COMPLETE, Message.Status.CANCELLED)
-    ]
-    return _RetryTarget(
+    return _AnswerTarget(
         message_id=message_id,
         conversation_id=conversation_id,
-        user_message_id=question[0],
-        history=history,
-        model=recent[0][4],
+        user_message_id=question,
+        history=_history(rows, tree.ancestry(question)),
+        model=rows[0][6],
+        versions=tuple(tree.versions(message_id)),
     )
 
 
 @on_db_pool
-def _replace_reply(*, target: _RetryTarget, model: str) -> tuple[int, int, int]:
-    """Delete the failed reply and save a streaming one: (conversation, user message, reply) ids."""
+def _save_answer(*, target: _AnswerTarget, model: str, replace: bool) -> tuple[int, int, int]:
+    """Save a streaming reply to the target's question (deleting the target if `replace`).
+
+    Returns (conversation, user message, reply) ids.
+    """
     try:
         with transaction.atomic():
-            deleted, _ = Message.objects.filter(
-                pk=target.message_id, status__in=RETRYABLE_STATUSES
-            ).delete()
-            if not deleted:  # another tab retried it first
-                raise wire.ProtocolError(wire.NOT_FOUND, "That reply was already retried")
+            if replace:
+                deleted, _ = Message.objects.filter(
+                    pk=target.message_id, status__in=RETRYABLE_STATUSES
+                ).delete()
+                if not deleted:  # another tab retried it first
+                    raise wire.ProtocolError(wire.NOT_FOUND, "That reply was already retried")
             reply = Message.objects.create(
                 conversation_id=target.conversation_id,
+                parent_id=target.user_message_id,
                 role=Message.Role.ASSISTANT,
                 status=Message.Status.STREAMING,
                 model=model,
@@ -407,6 +537,38 @@ def _replace_reply(*, target: _RetryTarget, model: str) -> tuple[int, int, int]:
     except IntegrityError:  # a reply started meanwhile (one streaming per conversation)
         raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE) from None
     return target.conversation_id, target.user_message_id, reply.pk
+
+
+# --- switching versions ------------------------------------------------------------------
+async def switch_version(*, user, message_id: int, origin: str | None = None) -> dict:
+    """Show message `message_id` instead of its siblings; returns the `version_switched` event.
+
+    The path below it is the one chosen there last. Other sockets are told.
+    Raises ProtocolError: not_found (no such message of yours), busy (a reply
+    is streaming in the conversation: the path it extends must stay shown).
+    """
+    conversation_id = await _choose(user=user, message_id=message_id)
+    event = events.version_switched(conversation_id=conversation_id, message_id=message_id)
+    await notify_user(user.pk, event, origin=origin)
+    return event
+
+
+@on_db_pool
+def _choose(*, user, message_id: int) -> int:
+    message = (
+        Message.objects.filter(pk=message_id, conversation__owner=user)
+        .values("conversation_id")
+        .first()
+    )
+    if message is None:
+        raise wire.ProtocolError(wire.NOT_FOUND, "No such message")
+    conversation_id = message["conversation_id"]
+    if Message.objects.filter(
+        conversation_id=conversation_id, status=Message.Status.STREAMING
+    ).exists():
+        raise wire.ProtocolError(wire.BUSY, BUSY_MESSAGE)
+    Message.objects.filter(pk=message_id).update(chosen_at=timezone.now())
+    return conversation_id
 
 
 # --- the user's other sockets ----------------------------------------------------------

@@ -52,8 +52,11 @@ def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpR
 @login_required
 @require_GET
 def older_messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    """The page of messages before `?before=<message id>`, as HTML to put above the others."""
+    """The page of messages before `?before=<message id>`, as HTML to put above the others;
+    with `?from=<message id>`, that message and the path shown below it (after a switch)."""
     conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
+    if "from" in request.GET:
+        return _path_from(request, conversation)
     before = request.GET.get("before", "")
     if not before.isascii() or not before.isdigit():
         return JsonResponse(
@@ -66,6 +69,17 @@ def older_messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
         "chat/_messages.html", {"messages_page": page.messages}, request=request
     )
     return JsonResponse({"html": html, "has_more": page.has_more, "oldest_id": page.oldest_id})
+
+
+def _path_from(request: HttpRequest, conversation: Conversation) -> HttpResponse:
+    start = request.GET["from"]
+    path = None
+    if start.isascii() and start.isdigit():
+        path = selectors.path_from(conversation, int(start))
+    if path is None:
+        return JsonResponse(wire.error(wire.NOT_FOUND, "No such message"), status=404)
+    html = render_to_string("chat/_messages.html", {"messages_page": path}, request=request)
+    return JsonResponse({"html": html})
 
 
 def _cursor(request: HttpRequest) -> selectors.ConversationCursor | None:
