@@ -85,6 +85,58 @@ function userInitial() {
   return name[0].toUpperCase();
 }
 
+/** "‹ 2/3 ›" for a message with versions (templates/chat/_versions.html builds the same). */
+function versionsNav(versions, messageId) {
+  const index = versions.indexOf(messageId);
+  const step = (offset, label, text, testid) =>
+    el("button", {
+      type: "button",
+      class: "button button-small button-quiet",
+      "data-switch-to": versions[index + offset] ?? "",
+      "data-testid": testid,
+      "aria-label": label,
+      text,
+      ...(versions[index + offset] === undefined ? { disabled: "" } : {}),
+    });
+  return el(
+    "span",
+    { class: "message-versions", "data-testid": "message-versions", role: "group", "aria-label": "Versions" },
+    step(-1, "Previous version", "‹", "previous-version"),
+    el("span", { class: "version-label", "data-testid": "version-label", text: `${index + 1}/${versions.length}` }),
+    step(1, "Next version", "›", "next-version"),
+  );
+}
+
+/** The actions under a message: its versions, Edit (a question) or Regenerate (an answer). */
+function messageActions(role, versions, messageId) {
+  const actions = el("div", { class: "message-actions" });
+  if (versions && versions.length > 1) actions.append(versionsNav(versions, messageId));
+  actions.append(
+    role === "user"
+      ? el("button", { type: "button", class: "button button-small button-quiet", "data-edit": "", "data-testid": "edit-button", text: "Edit" })
+      : el("button", { type: "button", class: "button button-small button-quiet", "data-regenerate": "", "data-testid": "regenerate-button", text: "Regenerate" }),
+  );
+  return actions;
+}
+
+function versionsOf(article) {
+  return article.dataset.versions?.split(",").map(Number) ?? null;
+}
+
+function setVersions(article, versions) {
+  const messageId = Number(article.dataset.messageId);
+  if (versions && versions.length > 1) article.dataset.versions = versions.join(",");
+  else delete article.dataset.versions;
+  article.querySelector(".message-actions")?.remove();
+  article.querySelector(".message-content").append(messageActions(article.dataset.role, versions, messageId));
+}
+
+/** Remove `article` and everything shown after it: the branch it starts is no longer shown. */
+function removeFrom(article) {
+  while (article.nextElementSibling) article.nextElementSibling.remove();
+  article.remove();
+}
+
 function buildMessage({ role, status, messageId = null, body }) {
   const article = el("article", {
     class: `message message-${role}`,
@@ -210,6 +262,7 @@ function finishReply(event, status) {
   const badge = latencyBadge(event.metrics);
   if (badge) footer.append(badge);
   article.dataset.status = status;
+  setVersions(article, versionsOf(article));
   article.classList.remove("is-generating");
   article.removeAttribute("aria-busy");
   if (reply) state.reply = null;
@@ -253,17 +306,30 @@ const handlers = {
     if (pending?.userEl) {
       pending.userEl.dataset.messageId = event.user_message_id;
       pending.userEl.dataset.status = "complete";
+      setVersions(pending.userEl, null);
     }
     adoptConversation(event.conversation_id, pending?.text ?? "");
-    const article = buildAssistantMessage(event.message_id);
-    const failed = event.replaces ? findMessage(event.replaces) : null;
-    if (failed) failed.replaceWith(article);
-    else appendMessage(article);
+    const article = placeReply(event, pending?.text ?? "");
     trackReply(article, event.message_id);
     pruneRetryButtons();
     if (pending?.stopRequested) requestStop();
     updateControls();
     scrollToBottomIfStuck();
+  },
+
+  // Another tab regenerated a reply, or edited a question: show the new version in its place.
+  reply_regenerated(event) {
+    showBranch(event, "");
+  },
+
+  message_edited(event) {
+    showBranch(event, event.content);
+  },
+
+  // A tab switched to another version: show it and the path chosen below it.
+  version_switched(event) {
+    if (event.conversation_id !== state.conversationId) return;
+    showPathFrom(event.message_id);
   },
 
   // Another tab (or device, or API client) of ours sent a message.
@@ -274,7 +340,9 @@ const handlers = {
     }
     moveCurrentConversationToTop();
     if (!findMessage(event.user_message_id)) {
-      appendMessage(buildUserMessage(event.content, { messageId: event.user_message_id, status: "complete" }));
+      const question = buildUserMessage(event.content, { messageId: event.user_message_id, status: "complete" });
+      appendMessage(question);
+      setVersions(question, null);
     }
     let article = findMessage(event.message_id);
     if (!article) {
@@ -292,13 +360,7 @@ const handlers = {
       return;
     }
     moveCurrentConversationToTop();
-    let article = findMessage(event.message_id);
-    if (!article) {
-      article = buildAssistantMessage(event.message_id);
-      const failed = findMessage(event.replaces);
-      if (failed) failed.replaceWith(article);
-      else appendMessage(article);
-    }
+    const article = findMessage(event.message_id) ?? placeReply(event, "");
     followReply(article, event.message_id);
   },
 
@@ -362,6 +424,68 @@ const handlers = {
     clearTimeout(state.timers.pong);
   },
 };
+
+/**
+ * Put the reply an `ack` (or another tab's event) announces where it belongs: in
+ * place of a retried reply, of a regenerated one (a new version), or after the
+ * new version of an edited question; else at the end.
+ */
+function placeReply(event, text) {
+  const article = buildAssistantMessage(event.message_id);
+  const failed = event.replaces ? findMessage(event.replaces) : null;
+  const fork = event.version_of ? findMessage(event.version_of) : null;
+  if (failed) {
+    failed.replaceWith(article);
+    const versions = versionsOf(failed)?.filter((id) => id !== event.replaces);
+    if (versions) setVersions(article, [...versions, event.message_id]);
+  } else if (fork?.dataset.role === "user") {
+    const question = buildUserMessage(text, { messageId: event.user_message_id, status: "complete" });
+    fork.before(question);
+    removeFrom(fork);
+    setVersions(question, event.versions);
+    appendMessage(article);
+  } else if (fork) {
+    removeFrom(fork);
+    appendMessage(article);
+    setVersions(article, event.versions);
+  } else {
+    appendMessage(article);
+  }
+  return article;
+}
+
+function showBranch(event, text) {
+  if (event.conversation_id !== state.conversationId) {
+    showInSidebar(event.conversation_id);
+    return;
+  }
+  moveCurrentConversationToTop();
+  const article = findMessage(event.message_id) ?? placeReply(event, text);
+  pruneRetryButtons();
+  followReply(article, event.message_id);
+}
+
+/** Replace the version shown beside message `messageId` (and what follows) by it and its path. */
+async function showPathFrom(messageId) {
+  const shown = [...ui.inner.querySelectorAll(".message[data-versions]")].find((article) =>
+    versionsOf(article).includes(messageId),
+  );
+  if (!shown || Number(shown.dataset.messageId) === messageId) return;
+  const url = `${urlFor(ui.layout.dataset.olderUrlTemplate, state.conversationId)}?from=${encodeURIComponent(messageId)}`;
+  try {
+    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const { html } = await response.json();
+    const fragment = document.createRange().createContextualFragment(html);
+    enhanceCodeBlocks(fragment);
+    shown.before(fragment);
+    removeFrom(shown);
+    pruneRetryButtons();
+    scrollToBottomIfStuck();
+  } catch {
+    showNotice("Could not load that version. Reload the page to see it.");
+  }
+}
 
 function handleFrame(data) {
   let event;
@@ -556,6 +680,60 @@ function retry(article) {
   state.stickToBottom = true;
   state.pending = { text: "", userEl: null, replaces: messageId, stopRequested: false };
   updateControls();
+}
+
+/** A new version of a reply (`regenerate`) or of a question (`edit`, with its new text). */
+function branch(frame) {
+  if (!canSend()) {
+    showNotice(state.connected ? "Wait for the current reply to finish." : "Not connected yet; try again in a moment.");
+    return false;
+  }
+  if (!sendFrame(frame)) return false;
+  hideNotice();
+  state.stickToBottom = true;
+  state.pending = { text: frame.content ?? "", userEl: null, stopRequested: false };
+  updateControls();
+  return true;
+}
+
+function switchVersion(messageId) {
+  if (!canSend()) {
+    showNotice(state.connected ? "Wait for the current reply to finish." : "Not connected yet; try again in a moment.");
+    return;
+  }
+  sendFrame({ type: "switch", message_id: messageId });
+}
+
+/** Edit a question in place: a box with its text, Send (a new version) and Cancel. */
+function startEdit(article) {
+  if (article.querySelector(".message-edit")) return;
+  const body = article.querySelector(".message-body");
+  const input = el("textarea", { class: "message-edit-input", "data-testid": "edit-input", rows: "3", "aria-label": "Edit message" });
+  input.value = body.textContent;
+  const form = el(
+    "form",
+    { class: "message-edit", "data-testid": "edit-form" },
+    input,
+    el(
+      "div",
+      { class: "message-edit-buttons" },
+      el("button", { type: "submit", class: "button button-small", "data-testid": "edit-send", text: "Send" }),
+      el("button", { type: "button", class: "button button-small button-quiet", "data-edit-cancel": "", text: "Cancel" }),
+    ),
+  );
+  const close = () => {
+    form.remove();
+    body.hidden = false;
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const content = input.value.trim();
+    if (content && branch({ type: "edit", message_id: Number(article.dataset.messageId), content })) close();
+  });
+  form.querySelector("[data-edit-cancel]").addEventListener("click", close);
+  body.hidden = true;
+  body.after(form);
+  input.focus();
 }
 
 // --- controls ----------------------------------------------------------------------------
@@ -794,8 +972,13 @@ ui.input.addEventListener("input", () => {
 ui.stop.addEventListener("click", requestStop);
 
 ui.inner.addEventListener("click", (event) => {
-  const button = event.target.closest("[data-retry]");
-  if (button) retry(button.closest(".message"));
+  const button = event.target.closest("[data-retry], [data-regenerate], [data-edit], [data-switch-to]");
+  if (!button) return;
+  const article = button.closest(".message");
+  if (button.dataset.switchTo) switchVersion(Number(button.dataset.switchTo));
+  else if (button.hasAttribute("data-retry")) retry(article);
+  else if (button.hasAttribute("data-regenerate")) branch({ type: "regenerate", message_id: Number(article.dataset.messageId) });
+  else if (button.hasAttribute("data-edit")) startEdit(article);
 });
 
 ui.messages.addEventListener(
