@@ -17,6 +17,7 @@ class MessageInline(admin.TabularInline):
     fields = ("role", "status", "error_code", "content", "ttft_ms", "tokens_per_second")
     readonly_fields = ("ttft_ms", "tokens_per_second")
     show_change_link = True
+    can_delete = False  # messages are a tree (chat.branches): delete the conversation
 
 
 @admin.register(Conversation)
@@ -47,9 +48,15 @@ class MessageAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("role", "status", "error_code", "model", "created_at")
     search_fields = ("content", "conversation__title", "conversation__owner__username")
-    raw_id_fields = ("conversation",)
+    raw_id_fields = ("conversation", "parent")
     readonly_fields = ("created_at", "updated_at")
     list_select_related = ("conversation",)
+
+    def has_delete_permission(self, request, obj: Message | None = None) -> bool:
+        # A message that others follow or answer is part of a branch: delete the conversation.
+        if obj is not None and obj.children.exists():
+            return False
+        return super().has_delete_permission(request, obj)
 
     @admin.display(description="conversation", ordering="conversation__title")
     def conversation_title(self, obj: Message) -> str:
