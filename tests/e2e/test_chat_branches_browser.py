@@ -54,6 +54,9 @@ def test_edit_and_resend_starts_a_branch_and_the_old_one_stays(page, live_site):
     sign_up(page, live_site.url, unique_username("edit"))
     two_turns(page)
     question = messages(page, "user").last
+    other = page.context.new_page()
+    other.goto(live_site.url + conversation_path(page))
+    expect_connected(other)
 
     question.get_by_test_id("edit-button").click()
     question.get_by_test_id("edit-input").fill("a better question")
@@ -64,6 +67,9 @@ def test_edit_and_resend_starts_a_branch_and_the_old_one_stays(page, live_site):
     expect(body_of(messages(page, "user").last)).to_have_text("a better question")
     expect(body_of(last_reply(page))).to_contain_text("Echo: a better question (turn 2)")
     expect(messages(page, "user").last.get_by_test_id("version-label")).to_have_text("2/2")
+    expect(body_of(messages(other, "user").last)).to_have_text("a better question")  # in sync
+    wait_for_status(last_reply(other), "complete")
+    expect(messages(other, "assistant")).to_have_count(2)
 
     messages(page, "user").last.get_by_test_id("previous-version").click()
 
