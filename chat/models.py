@@ -39,11 +39,6 @@ class Conversation(models.Model):
     def display_title(self) -> str:
         return self.title or "New conversation"
 
-    def shown_leaf_id(self) -> int | None:
-        """The last message of the path shown (chat.branches), or None if there is none."""
-        return Tree(self.messages.values_list("id", "parent_id", "chosen_at")).leaf()
-
-
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user"
@@ -104,7 +99,8 @@ class Message(models.Model):
         if self._state.adding and self.parent_id is None:
             # Rows made one by one (spoken turns, the admin, tests) continue the
             # path shown; the chat services always name the parent themselves.
-            self.parent_id = self.conversation.shown_leaf_id()
+            shown = Message.objects.filter(conversation_id=self.conversation_id)
+            self.parent_id = Tree(shown.values_list("id", "parent_id", "chosen_at")).leaf()
         # Rows saved one by one (admin edits, tests) keep `html` true to `content`;
         # the streaming path writes both itself, in batches.
         if self.role == self.Role.ASSISTANT:
