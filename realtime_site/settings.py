@@ -361,7 +361,7 @@ CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 # Models a conversation may pick (comma-separated); empty: whatever the model
 # service's /v1/models lists. OPENAI_MODEL is always offered.
-CHAT_MODELS = env.list("CHAT_MODELS", default=[])
+CHAT_MODELS = [name.strip() for name in env.list("CHAT_MODELS", default=[]) if name.strip()]
 # How long the model service's list of models is kept before it is asked again.
 CHAT_MODELS_CACHE_SECONDS = env.float("CHAT_MODELS_CACHE_SECONDS", default=300.0)
 CHAT_MAX_SYSTEM_PROMPT_CHARS = env.int("CHAT_MAX_SYSTEM_PROMPT_CHARS", default=4000)
