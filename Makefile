@@ -54,8 +54,12 @@ migrate: install
 
 # Starts fakeai (the demo model) when OPENAI_API_KEY is unset, then daphne.
 # Ctrl-C stops both.
+# A busy port stops it before anything starts, with one line saying which variable to change.
 run: migrate
-	@$(PY) manage.py ensure_admin; \
+	@ports="PORT=$(HOST):$(PORT)"; \
+	[ -n "$$OPENAI_API_KEY" ] || ports="$$ports FAKEAI_PORT=127.0.0.1:$(FAKEAI_PORT)"; \
+	$(PY) manage.py check_ports $$ports || exit 1; \
+	$(PY) manage.py ensure_admin; \
 	pids=""; \
 	trap 'kill $$pids 2>/dev/null; wait 2>/dev/null' EXIT INT TERM; \
 	if [ -z "$$OPENAI_API_KEY" ]; then \

@@ -1,4 +1,6 @@
-"""Login throttling: failed logins lock an account name and a client address.
+"""Login and password-reset throttling.
+
+Failed logins lock an account name and a client address.
 
 After LOGIN_MAX_FAILURES_PER_ACCOUNT failed logins for one username (from any
 address), or LOGIN_MAX_FAILURES_PER_ADDRESS from one address (for any
@@ -64,3 +66,29 @@ async def record_failure(*, username: str | None, address: str | None) -> None:
 
 async def record_success(*, username: str) -> None:
     await ratelimit.clear_failures(ACCOUNT, _account(username))
+
+
+# --- Password reset requests ------------------------------------------------------------
+# Each request for a reset mail counts against its client address and the address
+# it was sent for (whether or not an account has it, so the answer reveals nothing);
+# past PASSWORD_RESET_MAX_PER_ADDRESS or PASSWORD_RESET_MAX_PER_EMAIL in a window of
+# PASSWORD_RESET_WINDOW_SECONDS, no mail is sent until the window ends.
+RESET_ADDRESS = "reset-address"
+RESET_EMAIL = "reset-email"
+
+
+async def password_reset_wait_s(*, email: str, address: str | None) -> int:
+    """Count one reset request; seconds until another is allowed if over a limit, else 0."""
+    window_s = settings.PASSWORD_RESET_WINDOW_SECONDS
+    allowed = True
+    if address:
+        allowed = await ratelimit.allow(
+            RESET_ADDRESS, address, limit=settings.PASSWORD_RESET_MAX_PER_ADDRESS, window_s=window_s
+        )
+    if allowed:
+        # An address already refused does not use up the email's allowance.
+        allowed = await ratelimit.allow(
+            RESET_EMAIL, _account(email), limit=settings.PASSWORD_RESET_MAX_PER_EMAIL,
+            window_s=window_s,
+        )  # fmt: skip
+    return 0 if allowed else ratelimit.window_retry_after_s(window_s)

@@ -1,6 +1,14 @@
 from django.contrib import admin
+from django.utils.text import Truncator
 
 from chat.models import Conversation, Message
+
+# Long titles are cut in list columns, so the latency columns stay on screen.
+LIST_TITLE_CHARS = 40
+
+
+def short(text: str) -> str:
+    return Truncator(text).chars(LIST_TITLE_CHARS)
 
 
 class MessageInline(admin.TabularInline):
@@ -13,12 +21,18 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(admin.ModelAdmin):
-    list_display = ("id", "title", "owner", "model", "message_count", "created_at", "updated_at")
+    list_display = (
+        "id", "short_title", "owner", "model", "message_count", "created_at", "updated_at",
+    )  # fmt: skip
     list_filter = ("created_at", "model")
     search_fields = ("title", "owner__username")
     raw_id_fields = ("owner",)
     date_hierarchy = "created_at"
     inlines = [MessageInline]
+
+    @admin.display(description="title", ordering="title")
+    def short_title(self, obj: Conversation) -> str:
+        return short(obj.title)
 
     @admin.display(description="messages")
     def message_count(self, obj: Conversation) -> int:
@@ -28,7 +42,7 @@ class ConversationAdmin(admin.ModelAdmin):
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "conversation", "role", "status", "error_code", "model",
+        "id", "conversation_title", "role", "status", "error_code", "model",
         "ttft_ms", "tokens", "tokens_per_second", "total_ms", "created_at",
     )  # fmt: skip
     list_filter = ("role", "status", "error_code", "model", "created_at")
@@ -36,3 +50,7 @@ class MessageAdmin(admin.ModelAdmin):
     raw_id_fields = ("conversation",)
     readonly_fields = ("created_at", "updated_at")
     list_select_related = ("conversation",)
+
+    @admin.display(description="conversation", ordering="conversation__title")
+    def conversation_title(self, obj: Message) -> str:
+        return short(str(obj.conversation))

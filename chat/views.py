@@ -14,7 +14,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.auth import request_user
-from chat import events, selectors, services
+from chat import events, search, selectors, services
 from chat.models import Conversation
 from realtime import api_errors, ratelimit, wire
 
@@ -28,12 +28,16 @@ def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpR
     if conversation_id is not None:
         conversation = get_object_or_404(Conversation, pk=conversation_id, owner=request.user)
         page = selectors.message_page(conversation, before=None, limit=settings.CHAT_PAGE_MESSAGES)
+    sidebar = selectors.conversation_page(
+        request.user, limit=settings.CHAT_SIDEBAR_PAGE_CONVERSATIONS
+    )
     return render(
         request,
         "chat/chat.html",
         {
             "conversation": conversation,
-            "conversations": selectors.conversations_for(request.user),
+            "conversations": sidebar.conversations,
+            "conversations_next": sidebar.next_cursor,
             "page": page,
             "client_config": {
                 "conversationId": conversation.pk if conversation else None,
@@ -62,6 +66,57 @@ def older_messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
         "chat/_messages.html", {"messages_page": page.messages}, request=request
     )
     return JsonResponse({"html": html, "has_more": page.has_more, "oldest_id": page.oldest_id})
+
+
+def _cursor(request: HttpRequest) -> selectors.ConversationCursor | None:
+    """The `after` parameter of a page of conversations; ValueError if malformed."""
+    after = request.GET.get("after", "")
+    return selectors.ConversationCursor.parse(after) if after else None
+
+
+def _bad_cursor() -> JsonResponse:
+    return JsonResponse(
+        wire.error(wire.INVALID_EVENT, "'after' must be a cursor from a previous page"),
+        status=400,
+    )
+
+
+@login_required
+@require_GET
+def conversation_list(request: HttpRequest) -> HttpResponse:
+    """The sidebar's next page after `?after=<cursor>`, as HTML list items to append."""
+    try:
+        after = _cursor(request)
+    except ValueError:
+        return _bad_cursor()
+    page = selectors.conversation_page(
+        request.user, after=after, limit=settings.CHAT_SIDEBAR_PAGE_CONVERSATIONS
+    )
+    html = render_to_string(
+        "chat/_conversation_items.html", {"conversations": page.conversations}, request=request
+    )
+    next_cursor = str(page.next_cursor) if page.next_cursor else None
+    return JsonResponse({"html": html, "next": next_cursor})
+
+
+@login_required
+@require_GET
+def search_conversations(request: HttpRequest) -> HttpResponse:
+    """Conversations matching `?q=`, newest first, as HTML list items with snippets;
+    `?after=<cursor>` reads the next page."""
+    try:
+        after = _cursor(request)
+    except ValueError:
+        return _bad_cursor()
+    query = request.GET.get("q", "")[: settings.CHAT_SEARCH_MAX_QUERY_CHARS]
+    page = search.search_conversations(
+        request.user, query, limit=settings.CHAT_SEARCH_PAGE_RESULTS, cursor=after
+    )
+    html = render_to_string("chat/_search_results.html", {"hits": page.hits}, request=request)
+    next_cursor = str(page.next_cursor) if page.next_cursor else None
+    return JsonResponse(
+        {"html": html, "next": next_cursor, "count": len(page.hits), "query": query}
+    )
 
 
 @login_required

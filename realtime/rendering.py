@@ -8,6 +8,8 @@ class (`align-left|center|right`), and fenced code with a known language is
 highlighted here, at render time, by Pygments into `<span class="hl-…">`
 token classes (static/css/highlight.css colours them); besides a code block's
 `language-*`, those are the only classes allowed.
+Images load nothing: `![alt](url)` becomes its alt text and a link to the URL
+(no <img>, so a reply cannot make the browser fetch from anywhere).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import escapeHtml
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import get_lexer_by_name
@@ -60,6 +63,25 @@ def _aligned_cell(renderer, tokens, idx, options, env):
 
 for _cell in ("th_open", "td_open"):
     _markdown.add_render_rule(_cell, _aligned_cell)
+
+
+def _image_as_link(renderer, tokens, idx, options, env):
+    """An image shows as its alt text and a link to it: nothing is loaded."""
+    token = tokens[idx]
+    alt = escapeHtml(renderer.renderInlineAsText(token.children or [], options, env).strip())
+    # Inside a link's text (a linked badge) a second <a> would nest: the alt text only.
+    opened = sum(t.type == "link_open" for t in tokens[:idx])
+    closed = sum(t.type == "link_close" for t in tokens[:idx])
+    if opened > closed:
+        return f"{alt or 'image'} (image)"
+    src = escapeHtml(token.attrGet("src") or "")
+    title = token.attrGet("title")
+    title_attr = f' title="{escapeHtml(title)}"' if title else ""
+    link = f'<a href="{src}"{title_attr}>image</a>'
+    return f"{alt} ({link})" if alt else link
+
+
+_markdown.add_render_rule("image", _image_as_link)
 
 _ALLOWED_TAGS = {
     "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote",

@@ -1,11 +1,16 @@
 """HTTP endpoints of the core itself."""
 
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from realtime import dashboard
 from realtime import metrics as realtime_metrics
 
 
@@ -35,3 +40,27 @@ def _has_metrics_token(request: HttpRequest) -> bool:
 def _is_staff(request: HttpRequest) -> bool:
     user = request.user
     return user.is_active and user.is_staff
+
+
+@require_GET
+@login_required
+def latency_dashboard(request: HttpRequest) -> HttpResponse:
+    """Staff only: stored latencies of every app over a window (?window=1h|24h|7d)."""
+    if not _is_staff(request):
+        raise PermissionDenied("The latency dashboard is for staff.")
+    window = request.GET.get("window", dashboard.DEFAULT_WINDOW)
+    if window not in dashboard.WINDOWS:
+        window = dashboard.DEFAULT_WINDOW
+    until = timezone.now()
+    since = until - dashboard.WINDOWS[window]
+    return render(
+        request,
+        "ops/latency.html",
+        {
+            "sections": dashboard.sections(since=since, until=until),
+            "window": window,
+            "windows": list(dashboard.WINDOWS),
+            "since": since,
+            "until": until,
+        },
+    )

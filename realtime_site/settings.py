@@ -226,11 +226,35 @@ LOGIN_MAX_FAILURES_PER_ACCOUNT = env.int("LOGIN_MAX_FAILURES_PER_ACCOUNT", defau
 LOGIN_MAX_FAILURES_PER_ADDRESS = env.int("LOGIN_MAX_FAILURES_PER_ADDRESS", default=20)
 # The lock lifts this long after the latest failure.
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=300)
+# Password reset requests (accounts/throttle.py): per client address and per email
+# address they are sent for, in a window of PASSWORD_RESET_WINDOW_SECONDS; 0 disables.
+PASSWORD_RESET_MAX_PER_ADDRESS = env.int("PASSWORD_RESET_MAX_PER_ADDRESS", default=5)
+PASSWORD_RESET_MAX_PER_EMAIL = env.int("PASSWORD_RESET_MAX_PER_EMAIL", default=3)
+PASSWORD_RESET_WINDOW_SECONDS = env.int("PASSWORD_RESET_WINDOW_SECONDS", default=3600)
+# A reset link works this long (and only until the password changes or the user logs in).
+PASSWORD_RESET_TIMEOUT = env.int("PASSWORD_RESET_TIMEOUT_SECONDS", default=3 * 24 * 3600)
 # Under /api/ a CSRF failure is a JSON error saying why; pages keep Django's.
 CSRF_FAILURE_VIEW = "realtime.api_errors.csrf_failure"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:index"
 LOGOUT_REDIRECT_URL = "login"
+
+# --- Email (password reset links) ------------------------------------------------------
+# Printed to the console (daphne's output) by default; with EMAIL_HOST set, sent by SMTP.
+_email_host = env.str("EMAIL_HOST", default="")
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if _email_host
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = _email_host or "localhost"
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=True)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT_SECONDS", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Realtime <noreply@localhost>")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -272,12 +296,20 @@ REALTIME_TRANSCRIPTION_MODEL = env.str(
     "REALTIME_TRANSCRIPTION_MODEL", default="gpt-4o-mini-transcribe"
 )
 # Voice activity detection on the server (voice/vad.py): who speaks when.
-# "silero" (Silero VAD's ONNX model: voices, not noise; other people's talk is voice too)
-# or "energy" (numpy: the level above an adaptive noise floor; cheaper, and any loud
-# enough sound above a steady noise is speech to it).
-VAD_BACKEND = env.str("VAD_BACKEND", default="silero")
-if VAD_BACKEND not in ("silero", "energy"):
-    raise ImproperlyConfigured(f"VAD_BACKEND must be 'silero' or 'energy', not {VAD_BACKEND!r}")
+# "foreground" (Silero VAD's ONNX model, gated by the level where the background is
+# other voices: only a person well above the room's talk is speech), "silero" (the model
+# alone: voices, not noise; other people's talk is voice too) or "energy" (numpy: the
+# level above an adaptive noise floor; cheaper, and any loud enough sound above a steady
+# noise is speech to it).
+VAD_BACKENDS = ("foreground", "silero", "energy")
+VAD_BACKEND = env.str("VAD_BACKEND", default="foreground")
+if VAD_BACKEND not in VAD_BACKENDS:
+    raise ImproperlyConfigured(
+        f"VAD_BACKEND must be one of {', '.join(VAD_BACKENDS)}, not {VAD_BACKEND!r}"
+    )
+# foreground: over a background of other voices, how far (dB) above their steady level
+# a person must be to be speech.
+VAD_FOREGROUND_MARGIN_DB = env.float("VAD_FOREGROUND_MARGIN_DB", default=5.0)
 # A frame's speech score (0-1) that starts speech; speech goes on down to 0.15 below it
 # (or half of it, if higher).
 VAD_THRESHOLD = env.float("VAD_THRESHOLD", default=0.5)
@@ -358,6 +390,11 @@ CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
 CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=30)
 # Messages per page of a conversation; older pages load as the person scrolls up.
 CHAT_PAGE_MESSAGES = env.int("CHAT_PAGE_MESSAGES", default=50)
+# Conversations per page of the sidebar; more load as the person scrolls down.
+CHAT_SIDEBAR_PAGE_CONVERSATIONS = env.int("CHAT_SIDEBAR_PAGE_CONVERSATIONS", default=100)
+# Conversations per page of search results, and the longest query read (characters).
+CHAT_SEARCH_PAGE_RESULTS = env.int("CHAT_SEARCH_PAGE_RESULTS", default=20)
+CHAT_SEARCH_MAX_QUERY_CHARS = env.int("CHAT_SEARCH_MAX_QUERY_CHARS", default=200)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
 # Models a conversation may pick (comma-separated); empty: whatever the model
 # service's /v1/models lists. OPENAI_MODEL is always offered.

@@ -20,5 +20,6 @@ urlpatterns = [
     path("api/", include(api_urlpatterns)),
     path("healthz", realtime_views.healthz, name="healthz"),
     path("metrics", realtime_views.metrics, name="metrics"),
+    path("ops/latency/", realtime_views.latency_dashboard, name="latency-dashboard"),
     path("admin/", admin.site.urls),
 ]

@@ -1,6 +1,10 @@
 from django.contrib import admin
+from django.utils.text import Truncator
 
 from rooms.models import Membership, Room, RoomMessage
+
+# Long names are cut in list columns, so the latency columns stay on screen.
+LIST_NAME_CHARS = 30
 
 
 class MembershipInline(admin.TabularInline):
@@ -31,7 +35,7 @@ class MembershipAdmin(admin.ModelAdmin):
 @admin.register(RoomMessage)
 class RoomMessageAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "room", "author", "role", "status", "error_code", "model",
+        "id", "room_name", "author", "role", "status", "error_code", "model",
         "ttft_ms", "tokens", "tokens_per_second", "created_at",
     )  # fmt: skip
     list_filter = ("role", "status", "error_code", "triggers_ai", "model", "created_at")
@@ -39,3 +43,7 @@ class RoomMessageAdmin(admin.ModelAdmin):
     raw_id_fields = ("room", "author", "answered_by")
     readonly_fields = ("created_at", "updated_at")
     list_select_related = ("room", "author")
+
+    @admin.display(description="room", ordering="room__name")
+    def room_name(self, obj: RoomMessage) -> str:
+        return Truncator(obj.room.name).chars(LIST_NAME_CHARS)

@@ -35,6 +35,7 @@ def vad_config() -> VadConfig:
         min_speech_ms=settings.VAD_MIN_SPEECH_MS,
         min_silence_ms=settings.VAD_MIN_SILENCE_MS,
         prefix_padding_ms=settings.VAD_PREFIX_PADDING_MS,
+        foreground_margin_db=settings.VAD_FOREGROUND_MARGIN_DB,
     )
 
 

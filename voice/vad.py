@@ -6,14 +6,16 @@ way for all of them: framing chunks of any size, resampling for the backend,
 hysteresis, minimum speech and silence counted in samples (never the wall
 clock), event times in samples, and the utterance's audio with its pre-roll.
 
-    detector = VoiceActivityDetector(sample_rate=24_000, config=VadConfig(backend="silero"))
+    detector = VoiceActivityDetector(sample_rate=24_000, config=VadConfig(backend="foreground"))
     for event in detector.process(pcm16_bytes):   # any chunk size, bytes or float32
         ...                                        # VadEvent(type, sample, at_ms, audio)
     detector.flush()                               # end of stream: closes an open utterance
 
-Backends: `energy` (numpy: band energy above an adaptive noise floor) and
+Backends: `energy` (numpy: band energy above an adaptive noise floor),
 `silero` (Silero VAD's ONNX model from the silero-vad wheel, run with
-onnxruntime; the wheel is installed without its torch dependency).
+onnxruntime; the wheel is installed without its torch dependency) and
+`foreground` (the default: silero, gated by the level over a background of
+other voices, so a room's talk is not taken for the person's).
 Pure numpy (and onnxruntime for silero): nothing here imports Django.
 """
 
@@ -38,11 +40,14 @@ SPEECH_STOPPED = "speech_stopped"
 class VadConfig:
     """The tunables, with the defaults of the VAD_* settings (README's configuration table)."""
 
-    backend: str = "silero"  # VAD_BACKEND: "silero" or "energy"
+    backend: str = "foreground"  # VAD_BACKEND: "foreground", "silero" or "energy"
     threshold: float = 0.5  # VAD_THRESHOLD: frame speech score (0-1) that starts speech
     min_speech_ms: float = 100.0  # VAD_MIN_SPEECH_MS: speech this long before speech_started
     min_silence_ms: float = 500.0  # VAD_MIN_SILENCE_MS: silence this long before speech_stopped
     prefix_padding_ms: float = 300.0  # VAD_PREFIX_PADDING_MS: audio kept before the start
+    # VAD_FOREGROUND_MARGIN_DB: in a room of voices, how far above their steady level the
+    # person must be (the foreground backend only).
+    foreground_margin_db: float = 5.0
     # An utterance's audio keeps at most its latest this-long: memory per session stays
     # bounded (about twice this, at the input rate) however long a noisy room "speaks".
     max_utterance_ms: float = 30_000.0
@@ -50,7 +55,8 @@ class VadConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"VAD threshold must be in (0, 1], not {self.threshold}")
-        for name in ("min_speech_ms", "min_silence_ms", "prefix_padding_ms", "max_utterance_ms"):
+        names = ("min_speech_ms", "min_silence_ms", "prefix_padding_ms", "max_utterance_ms")
+        for name in (*names, "foreground_margin_db"):
             if getattr(self, name) < 0:
                 raise ValueError(f"VAD {name} must not be negative")
 
@@ -101,7 +107,7 @@ class VoiceActivityDetector:
     from that run's first frame). Events come out when they are certain: a
     start `min_speech_ms` after its date, a stop `min_silence_ms` after its
     date, each rounded up to whole backend frames (10 ms for energy, 32 ms for
-    silero), plus the resampler's ~2 ms lookahead when the backend resamples.
+    silero and foreground), plus the resampler's ~2 ms lookahead when the backend resamples.
     """
 
     HYSTERESIS = 0.15
@@ -115,7 +121,7 @@ class VoiceActivityDetector:
     ) -> None:
         self.config = config or VadConfig()
         self.sample_rate = sample_rate
-        self.backend = backend or make_backend(self.config.backend, sample_rate)
+        self.backend = backend or make_backend(self.config.backend, sample_rate, self.config)
         rate = self.backend.sample_rate
         self._resampler = None if rate == sample_rate else audio.Resampler(sample_rate, rate)
         self._frame = self.backend.frame_samples
@@ -195,6 +201,10 @@ class VoiceActivityDetector:
     def _decide(self, scores: np.ndarray, first: int) -> list[VadEvent]:
         """Apply the rules to frames first, first + 1, ...: jumps from one change to the next."""
         events: list[VadEvent] = []
+        # Most chunks: no run under way, and every frame keeps to the current side.
+        steady = scores.min() >= self._exit if self.speaking else scores.max() < self._enter
+        if self._run_frame is None and steady:
+            return events
         voiced = scores >= self._exit
         # Indices of the frames where each kind of run may begin or break.
         entering = np.flatnonzero(scores >= self._enter).tolist()
@@ -302,13 +312,39 @@ def _next(indices: list[int], at: int) -> int | None:
     return indices[position] if position < len(indices) else None
 
 
-def make_backend(name: str, sample_rate: int) -> Backend:
+BACKENDS = ("foreground", "silero", "energy")
+
+
+def make_backend(name: str, sample_rate: int, config: VadConfig | None = None) -> Backend:
     """A backend by its VAD_BACKEND name, for audio arriving at `sample_rate`."""
+    config = config or VadConfig()
+    if name == "foreground":
+        return ForegroundBackend(margin_db=config.foreground_margin_db)
     if name == "energy":
         return EnergyBackend(sample_rate)
     if name == "silero":
         return SileroBackend()
-    raise ValueError(f"unknown VAD backend {name!r}: use 'silero' or 'energy'")
+    raise ValueError(f"unknown VAD backend {name!r}: use one of {', '.join(BACKENDS)}")
+
+
+class _BandPower:
+    """Each frame's power between `band_hz` under a Hann window (1.0: a full-scale sine)."""
+
+    def __init__(self, frame_samples: int, sample_rate: int, band_hz: tuple[float, float]) -> None:
+        freqs = np.fft.rfftfreq(frame_samples, 1.0 / sample_rate)
+        low, high = band_hz
+        self._band = slice(int(np.searchsorted(freqs, low)), int(np.searchsorted(freqs, high)))
+        window = np.hanning(frame_samples)
+        # |rfft|^2 of a full-scale sine's band bins sums to this: folded into the window.
+        norm = float(np.sum(window**2)) * frame_samples / 2
+        self._window = (window / math.sqrt(norm)).astype(np.float32)
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        # pocketfft: one thread, steady cost (a BLAS product of the band's bins is cheaper
+        # alone but spawns threads that contend with everything else on a busy server).
+        spectrum = np.fft.rfft(frames * self._window, axis=1)[:, self._band]
+        parts = spectrum.view(np.float32)  # real and imaginary parts side by side
+        return np.einsum("ij,ij->i", parts, parts).astype(np.float64) + 1e-12
 
 
 # --- energy -------------------------------------------------------------------------
@@ -342,28 +378,16 @@ class EnergyBackend:
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
         self.frame_samples = sample_rate * self.FRAME_MS // 1000
-        freqs = np.fft.rfftfreq(self.frame_samples, 1.0 / sample_rate)
-        low, high = self.BAND_HZ
-        self._band = slice(int(np.searchsorted(freqs, low)), int(np.searchsorted(freqs, high)))
-        self._window = np.hanning(self.frame_samples).astype(np.float32)
-        # |rfft|^2 of a full-scale sine's band bins sums to this: levels come out in dBFS.
-        self._norm = float(np.sum(self._window.astype(np.float64) ** 2)) * self.frame_samples / 2
+        self.band_power = _BandPower(self.frame_samples, sample_rate, self.BAND_HZ)
         self._rise = self.FLOOR_RISE_DB_PER_S * self.FRAME_MS / 1000
         self._averages = _MovingAverages(
             self.LEVEL_MS // self.FRAME_MS, self.FLOOR_LEVEL_MS // self.FRAME_MS
         )
         self.floor_db: float | None = None
-
-    def band_power(self, frames: np.ndarray) -> np.ndarray:
-        """Each frame's speech-band power (1.0: a full-scale sine in the band)."""
-        # pocketfft: one thread, steady cost (a BLAS product of the band's bins is cheaper
-        # alone but spawns threads that contend with everything else on a busy server).
-        spectrum = np.fft.rfft(frames * self._window, axis=1)[:, self._band]
-        parts = spectrum.view(np.float32)  # real and imaginary parts side by side
-        return np.einsum("ij,ij->i", parts, parts) / self._norm + 1e-12
+        self._steps = np.zeros(0)  # rise * 0, 1, 2, ...: the floor's tilt
 
     def scores(self, frames: np.ndarray) -> np.ndarray:
-        power = self.band_power(frames).astype(np.float64)
+        power = self.band_power(frames)
         level_power, floor_power = self._averages(power)
         level = 10.0 * np.log10(level_power)
         floor = self._track_floor(10.0 * np.log10(floor_power))
@@ -374,10 +398,12 @@ class EnergyBackend:
     def _track_floor(self, level: np.ndarray) -> np.ndarray:
         """floor[k] = min(level[k], floor[k-1] + rise), vectorized: a running minimum of
         the levels tilted down by the rise, tilted back up."""
-        steps = self._rise * np.arange(level.size)
+        if self._steps.size < level.size:
+            self._steps = self._rise * np.arange(max(level.size, 2 * self._steps.size))
+        steps = self._steps[: level.size]
         tilted = np.minimum.accumulate(level - steps)
         if self.floor_db is not None:
-            tilted = np.minimum(tilted, self.floor_db + self._rise)
+            np.minimum(tilted, self.floor_db + self._rise, out=tilted)
         floor = tilted + steps
         self.floor_db = float(floor[-1])
         return floor
@@ -388,18 +414,20 @@ class _MovingAverages:
 
     def __init__(self, *widths: int) -> None:
         self.widths = widths
-        self._keep = max(widths) - 1
+        self._keep = max(widths)
         self._tail: np.ndarray | None = None  # the previous values the widest mean needs
 
     def __call__(self, values: np.ndarray) -> list[np.ndarray]:
         if self._tail is None:  # the stream's start: as if its first value had lasted
             self._tail = np.full(self._keep, values[0])
         joined = np.concatenate((self._tail, values))
-        sums = np.concatenate(([0.0], np.cumsum(joined)))
-        self._tail = joined[joined.size - self._keep :]
-        end = sums.size
+        self._tail = joined[values.size :]
+        # The mean of the `width` values up to joined[keep + i], from running sums (the
+        # tail's oldest value is in no mean: it gives the widest its left end).
+        sums = np.cumsum(joined)
+        keep, size = self._keep, values.size
         return [
-            (sums[end - values.size :] - sums[end - values.size - width : end - width]) / width
+            (sums[keep:] - sums[keep - width : keep - width + size]) / width
             for width in self.widths
         ]
 
@@ -437,6 +465,115 @@ class SileroBackend:
         return out
 
 
+# --- foreground -----------------------------------------------------------------------
+class ForegroundBackend:
+    """Silero's speech probability, kept only where the voice stands out of a voice bed.
+
+    Other people talking around (babble) are voices to silero too. What sets the
+    person apart is that they are much louder than the babble's steady level and
+    come and go. So the backend keeps the recent speech-band levels of silero's
+    windows: the background is their BACKGROUND_PERCENTILE over BACKGROUND_S,
+    and the bed is voices when silero's mean probability over the quietest
+    BED_PERCENTILE of the windows of the last BED_S stays above BED_VOICE (over
+    a steady noise or silence it is near 0: those windows are the pauses). Over
+    a voice bed a window scores at most its gate: 0.5 (the default threshold)
+    where its level, averaged over LEVEL_WINDOWS, is `margin_db` above the
+    background, 0 to 1 over GATE_SPAN_DB around that. Elsewhere the score is
+    silero's. The statistics are updated every UPDATE_WINDOWS windows of the
+    stream (never by chunk), so events do not depend on chunking, and no bed is
+    called before BACKGROUND_S has been heard (a room's first seconds are
+    speech). Levels are measured only when needed: at an update, or over a bed.
+    """
+
+    sample_rate = SileroBackend.sample_rate
+    frame_samples = SileroBackend.frame_samples
+    BAND_HZ = EnergyBackend.BAND_HZ
+    LEVEL_WINDOWS = 5  # 160 ms
+    BACKGROUND_S = 3.0
+    BACKGROUND_PERCENTILE = 20.0
+    BED_S = 10.0
+    BED_PERCENTILE = 20.0
+    BED_VOICE = 0.5
+    GATE_SPAN_DB = 6.0
+    UPDATE_WINDOWS = 8  # 256 ms
+
+    def __init__(self, *, margin_db: float = 5.0, voice: Backend | None = None) -> None:
+        self.margin_db = margin_db
+        self._voice = voice or SileroBackend()  # the probabilities (tests script them)
+        self._power = _BandPower(self.frame_samples, self.sample_rate, self.BAND_HZ)
+        self._kernel = np.full(self.LEVEL_WINDOWS, 1.0 / self.LEVEL_WINDOWS)
+        window_s = self.frame_samples / self.sample_rate
+        self._background_windows = round(self.BACKGROUND_S / window_s)
+        self._bed_windows = round(self.BED_S / window_s)
+        self._keep = max(self._background_windows, self._bed_windows)
+        # The latest windows' band powers and probabilities (oldest first), and the
+        # windows not measured yet: measured together when they are needed.
+        self._powers = np.zeros(0)
+        self._probabilities = np.zeros(0, dtype=np.float32)
+        self._unmeasured: list[tuple[np.ndarray, np.ndarray]] = []
+        self._windows = 0  # scored so far
+        self.background_db = -math.inf
+        self.voice_bed = False
+
+    def scores(self, frames: np.ndarray) -> np.ndarray:
+        probability = self._voice.scores(frames)
+        count, first = len(frames), self._windows
+        self._windows += count
+        self._unmeasured.append((frames.copy(), probability))
+        updates = range(-first % self.UPDATE_WINDOWS, count, self.UPDATE_WINDOWS)
+        if not updates and not self.voice_bed:
+            return probability  # nothing to gate (most windows: no voice bed, no update)
+        powers, probabilities = self._measure()
+        background, bed = self.background_db, self.voice_bed  # unless updated on the way
+        if updates:
+            background, bed = np.full(count, background), np.full(count, bed)
+        for index in updates:
+            end = powers.size - count + index + 1  # up to and with the batch's window `index`
+            heard = min(first + index + 1, self._keep)
+            self._update(powers[end - heard : end], probabilities[end - heard : end])
+            background[index:], bed[index:] = self.background_db, self.voice_bed
+        self._powers, self._probabilities = powers[-self._keep :], probabilities[-self._keep :]
+        if not (bed.any() if updates else bed):
+            return probability
+        recent = powers[powers.size - count - self.LEVEL_WINDOWS + 1 :]
+        level = 10.0 * np.log10(np.convolve(recent, self._kernel, "valid"))
+        gate = (level - (background + self.margin_db)) / self.GATE_SPAN_DB + 0.5
+        gated = np.maximum(np.minimum(probability, gate), 0.0)  # never above 1: a probability
+        return np.where(bed, gated, probability) if updates else gated
+
+    def _measure(self) -> tuple[np.ndarray, np.ndarray]:
+        """(powers, probabilities): the kept windows', then the unmeasured ones'."""
+        if len(self._unmeasured) == 1:
+            frames, probability = self._unmeasured[0]
+        else:
+            frames, probability = (np.concatenate(a) for a in zip(*self._unmeasured, strict=True))
+        self._unmeasured.clear()
+        power = self._power(frames)
+        if not self._powers.size:  # the stream's start: as if its first window had lasted
+            self._powers = np.full(self.LEVEL_WINDOWS - 1, power[0])
+            self._probabilities = np.full(self.LEVEL_WINDOWS - 1, probability[0])
+        powers = np.concatenate((self._powers, power))
+        return powers, np.concatenate((self._probabilities, probability))
+
+    def _update(self, powers: np.ndarray, probabilities: np.ndarray) -> None:
+        """The statistics over the windows heard up to the current one (the last)."""
+        recent = powers[-self._background_windows :]
+        self.background_db = 10.0 * math.log10(_percentile(recent, self.BACKGROUND_PERCENTILE))
+        # Too little heard yet to tell a bed from a person talking from the first word on.
+        if powers.size < self._background_windows:
+            self.voice_bed = False
+            return
+        powers, probabilities = powers[-self._bed_windows :], probabilities[-self._bed_windows :]
+        quiet = powers <= _percentile(powers, self.BED_PERCENTILE)
+        self.voice_bed = bool(probabilities[quiet].mean() > self.BED_VOICE)
+
+
+def _percentile(values: np.ndarray, percent: float) -> float:
+    """The value `percent` % of the way up the sorted values (np.percentile's cost is 20x)."""
+    rank = round(percent / 100 * (values.size - 1))
+    return float(np.partition(values, rank)[rank])
+
+
 def silero_model_path(name: str = SileroBackend.MODEL_FILE) -> str:
     """The model file inside the installed silero-vad wheel.
 
@@ -447,8 +584,9 @@ def silero_model_path(name: str = SileroBackend.MODEL_FILE) -> str:
         files = metadata.distribution("silero-vad").files or []
     except metadata.PackageNotFoundError:
         raise VadBackendUnavailable(
-            "VAD_BACKEND=silero needs the silero-vad wheel (installed without its torch "
-            "dependency from requirements-nodeps.lock by `make install`), or VAD_BACKEND=energy"
+            "VAD_BACKEND=foreground or silero needs the silero-vad wheel (installed without its "
+            "torch dependency from requirements-nodeps.lock by `make install`), or "
+            "VAD_BACKEND=energy"
         ) from None
     for entry in files:
         if entry.parts[:2] == ("silero_vad", "data") and entry.name == name:

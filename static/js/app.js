@@ -1,5 +1,6 @@
 // Behaviour shared by every page: confirm dialogs, copy buttons, dismissable
-// flashes, and relative times ("5 min ago") for <time data-relative>.
+// flashes, relative times ("5 min ago") for <time data-relative>, the top bar's
+// menu on narrow screens, and the light/dark toggle (theme.js applies it early).
 
 /** Copy text to the clipboard; falls back to a hidden textarea where the API is missing. */
 export async function copyText(text) {
@@ -64,8 +65,81 @@ document.addEventListener("click", (event) => {
     return;
   }
   const dismiss = event.target.closest("[data-dismiss]");
-  if (dismiss) dismiss.closest(".flash")?.remove();
+  if (dismiss) {
+    dismiss.closest(".flash")?.remove();
+    return;
+  }
+  const themeToggle = event.target.closest("[data-theme-toggle]");
+  if (themeToggle) {
+    setTheme(currentTheme() === "dark" ? "light" : "dark");
+    return;
+  }
+  const navToggle = event.target.closest("[data-nav-toggle]");
+  if (navToggle) {
+    setMenuOpen(navToggle.getAttribute("aria-expanded") !== "true");
+    return;
+  }
+  // A click outside the open menu closes it.
+  if (!event.target.closest("#topbar-menu")) setMenuOpen(false);
 });
+
+// --- the top bar's menu (a button on narrow screens) -----------------------------------
+function setMenuOpen(open) {
+  const toggle = document.querySelector("[data-nav-toggle]");
+  if (!toggle) return;
+  toggle.setAttribute("aria-expanded", String(open));
+  toggle.closest(".topbar")?.classList.toggle("topbar-open", open);
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && document.querySelector(".topbar-open")) {
+    setMenuOpen(false);
+    document.querySelector("[data-nav-toggle]")?.focus();
+  }
+});
+
+// --- light/dark ----------------------------------------------------------------------
+const THEME_KEY = "theme";
+const systemDark = window.matchMedia("(prefers-color-scheme: dark)");
+
+/** The theme on screen: the saved choice, else the system's. */
+export function currentTheme() {
+  const chosen = document.documentElement.dataset.theme;
+  if (chosen === "light" || chosen === "dark") return chosen;
+  return systemDark.matches ? "dark" : "light";
+}
+
+/** The toggle is a "Dark theme" switch: pressed while the dark theme is on screen. */
+function showTheme() {
+  const dark = currentTheme() === "dark";
+  for (const button of document.querySelectorAll("[data-theme-toggle]")) {
+    button.setAttribute("aria-pressed", String(dark));
+    button.title = dark ? "Dark theme (on): switch to light" : "Dark theme (off): switch to dark";
+  }
+}
+
+function setTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  try {
+    localStorage.setItem(THEME_KEY, theme);
+  } catch {
+    // Not saved (storage refused): it still applies to this page.
+  }
+  showTheme();
+}
+
+// Another tab chose: follow it. The system changed: the toggle's label follows.
+window.addEventListener("storage", (event) => {
+  if (event.key !== THEME_KEY) return;
+  if (event.newValue === "light" || event.newValue === "dark") {
+    document.documentElement.dataset.theme = event.newValue;
+  } else {
+    delete document.documentElement.dataset.theme;
+  }
+  showTheme();
+});
+systemDark.addEventListener("change", showTheme);
+showTheme();
 
 const RELATIVE_UNITS = [
   ["year", 365 * 24 * 3600],

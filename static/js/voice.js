@@ -16,16 +16,19 @@
 //   dropped until the next `audio_start`;
 // - streamed text is plain text (Text nodes), never HTML.
 
+import {
+  CLOSE_TOO_MANY_FRAMES,
+  CLOSE_UNAUTHENTICATED,
+  clearConnectionTimers,
+  pongReceived,
+  scheduleReconnect,
+  socketUrl,
+  startHeartbeat,
+} from "./connection.js";
 import { el, formatNumber, thinkingIndicator } from "./messages.js";
 
 const config = JSON.parse(document.getElementById("voice-config").textContent);
 
-const RECONNECT_BASE_MS = 500;
-const RECONNECT_MAX_MS = 10_000;
-const PING_INTERVAL_MS = 25_000;
-const PONG_TIMEOUT_MS = 10_000;
-const CLOSE_UNAUTHENTICATED = 4401;
-const CLOSE_TOO_MANY_FRAMES = 4429;
 const NOTICE_MS = 6000;
 const STICK_THRESHOLD_PX = 64;
 // The meter's range: quieter than the floor shows empty.
@@ -532,7 +535,7 @@ const handlers = {
   },
 
   pong() {
-    clearTimeout(state.timers.pong);
+    pongReceived(state);
   },
 };
 
@@ -646,19 +649,11 @@ function setConnection(name, label = CONNECTION_LABELS[name]) {
   ui.connection.querySelector(".connection-label").textContent = label;
 }
 
-function clearConnectionTimers() {
-  for (const name of ["retry", "countdown", "ping", "pong"]) {
-    clearTimeout(state.timers[name]);
-    clearInterval(state.timers[name]);
-  }
-}
-
 function connect() {
-  clearConnectionTimers();
+  clearConnectionTimers(state);
   if (state.socket) return;
   setConnection(state.attempt === 0 ? "connecting" : "reconnecting");
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}${config.wsPath}`);
+  const socket = new WebSocket(socketUrl(config.wsPath));
   socket.binaryType = "arraybuffer";
   state.socket = socket;
   socket.addEventListener("open", () => {
@@ -667,7 +662,7 @@ function connect() {
     state.attempt = 0;
     // "Connected" waits for `session`: the voice upstream is open then.
     setConnection("connecting", "Starting voice…");
-    state.timers.ping = setInterval(heartbeat, PING_INTERVAL_MS);
+    startHeartbeat(state, sendFrame, dropSocket);
     updateControls();
   });
   socket.addEventListener("message", (event) => {
@@ -687,16 +682,10 @@ function dropSocket() {
   onClosed(1006);
 }
 
-function heartbeat() {
-  if (!sendFrame({ type: "ping" })) return;
-  clearTimeout(state.timers.pong);
-  state.timers.pong = setTimeout(dropSocket, PONG_TIMEOUT_MS);
-}
-
 function onClosed(code) {
   state.socket = null;
   state.connected = false;
-  clearConnectionTimers();
+  clearConnectionTimers(state);
   // What was streaming or playing belonged to the session that just ended.
   flushPlayback();
   if (state.responding) finishAssistant(state.turn, "cancelled");
@@ -715,26 +704,7 @@ function onClosed(code) {
   }
   if (state.fatal) return; // the Reconnect button starts a new session
   if (code === CLOSE_TOO_MANY_FRAMES) showNotice("Too many frames at once; reconnecting in a moment.");
-  scheduleReconnect();
-}
-
-function scheduleReconnect() {
-  if (!navigator.onLine) {
-    setConnection("offline");
-    return; // the `online` event reconnects
-  }
-  // Exponential backoff with "equal jitter": half fixed, half random.
-  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** state.attempt);
-  const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-  state.attempt += 1;
-  const due = Date.now() + delay;
-  const tick = () => {
-    const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
-    setConnection("reconnecting", `Reconnecting in ${seconds}s`);
-  };
-  tick();
-  state.timers.countdown = setInterval(tick, 250);
-  state.timers.retry = setTimeout(connect, delay);
+  scheduleReconnect(state, setConnection, connect);
 }
 
 function reconnectNow() {

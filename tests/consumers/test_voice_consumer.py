@@ -1,8 +1,9 @@
 """The voice WebSocket against the real app and fakeai's Realtime endpoint.
 
 Microphone audio is real speech from espeak-ng; the VAD is the configured
-default (Silero). fakeai answers with speech of its own (espeak-ng too), paced
-in real time where a test needs the answer to be playing.
+default (`foreground`: Silero with a level gate over talking backgrounds).
+fakeai answers with speech of its own (espeak-ng too), paced in real time
+where a test needs the answer to be playing.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ async def test_anonymous_socket_is_closed_4401_and_opens_no_upstream(fakeai):
 
 async def test_session_event_names_model_vad_and_audio_format(voice):
     assert voice.session["model"] == QUICK
-    assert voice.session["vad_backend"] == "silero"
+    assert voice.session["vad_backend"] == "foreground"
     assert voice.session["sample_rate"] == RATE
     row = await VoiceSession.objects.aget(pk=voice.session["session_id"])
     assert row.status == VoiceSession.Status.ACTIVE

@@ -180,3 +180,18 @@ def conversation_path(page: Page) -> str:
     match = re.search(r"/chat/\d+/$", page.url)
     assert match, f"not on a conversation page: {page.url}"
     return match.group(0)
+
+
+def create_exchange(site: LiveSite, username: str, *, question: str, answer: str) -> str:
+    """A finished question and answer in a new conversation of `username`; its page path."""
+    code = (
+        "from django.contrib.auth import get_user_model; "
+        "from chat.models import Conversation, Message; "
+        f"user = get_user_model().objects.get(username={username!r}); "
+        "c = Conversation.objects.create(owner=user, title='Seeded'); "
+        f"Message.objects.create(conversation=c, role='user', content={question!r}); "
+        f"Message.objects.create(conversation=c, role='assistant', content={answer!r}); "
+        "print(c.pk)"
+    )
+    output = processes.manage("shell", "--no-imports", "-c", code, env=site.env)
+    return f"/chat/{int(output.split()[-1])}/"

@@ -207,4 +207,9 @@ def test_code_blocks_are_highlighted_under_the_strict_csp(page_watch, live_site)
             [keyword.element_handle(), code.element_handle()],
         )
         assert colours[0] != colours[1], "the keyword is not coloured"
+    # The dark theme (the toggle's data-theme) has colours of its own.
+    page.evaluate("document.documentElement.dataset.theme = 'dark'")
+    expect(keyword).to_have_css("color", "rgb(255, 123, 114)")
+    page.evaluate("document.documentElement.dataset.theme = 'light'")
+    expect(keyword).to_have_css("color", "rgb(0, 128, 0)")
     # page_watch fails the test on any CSP violation or script error.

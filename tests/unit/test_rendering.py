@@ -89,3 +89,29 @@ def test_every_class_emitted_is_allowed_and_styled_in_both_themes():
         for cls in classes - {"hl-w", "hl-n", "hl-p", "hl-o", "hl-x"}:
             # The plainest tokens may be left at the text colour by a style.
             assert f".{cls} " in light or f".{cls} " in dark, (language, cls)
+
+
+def test_an_image_shows_its_alt_text_and_a_link_but_loads_nothing():
+    html = render_markdown('See ![A *red* cat](https://example.com/cat.png "Cat") here')
+    assert "<img" not in html
+    assert (
+        'See A red cat (<a href="https://example.com/cat.png" title="Cat"'
+        ' rel="noopener noreferrer nofollow">image</a>) here'
+    ) in html
+
+
+def test_an_image_without_alt_text_is_still_a_link():
+    html = render_markdown("![](https://example.com/x.png)")
+    link = '<a href="https://example.com/x.png" rel="noopener noreferrer nofollow">image</a>'
+    assert link in html
+
+
+def test_a_linked_image_keeps_one_link_with_the_alt_text():
+    html = render_markdown("[![build passing](https://ci.example/b.svg)](https://ci.example/)")
+    assert "<img" not in html and html.count("<a ") == 1
+    assert ">build passing (image)</a>" in html
+
+
+def test_an_image_alt_text_is_escaped_and_a_bad_url_is_not_a_link():
+    html = render_markdown("![<script>x</script>](https://e.com/a.png) ![x](javascript:alert(1))")
+    assert "<script" not in html and 'href="javascript:' not in html

@@ -355,6 +355,63 @@ def test_silero_keeps_its_state_so_chunking_does_not_change_its_scores():
     np.testing.assert_allclose(in_pieces, whole, atol=1e-6)
 
 
+# --- foreground (scripted voice probabilities, generated levels) ---------------------
+WINDOW = vad.ForegroundBackend.frame_samples  # 32 ms at 16 kHz: the detector runs at RATE
+
+
+def foreground_events(samples, probabilities, chunk=320):
+    """Foreground's events when the voice model says `probabilities`, one per window."""
+    voice = ScriptedBackend(probabilities, frame_samples=WINDOW)
+    backend = vad.ForegroundBackend(margin_db=5.0, voice=voice)
+    detector = VoiceActivityDetector(sample_rate=RATE, config=VadConfig(), backend=backend)
+    return run(detector, samples, chunk)
+
+
+def test_foreground_a_voice_bed_is_speech_only_until_heard_then_a_person_over_it_is():
+    # Babble's part played by voices everywhere (probability 1) at a steady level, and
+    # a person 15 dB above it from window 125 (4.0 s) for 32 windows.
+    rng = np.random.default_rng(5)
+    samples = white(7, -40, rng)
+    samples[125 * WINDOW : 157 * WINDOW] += white(32 * WINDOW / RATE, -25, rng)
+
+    events = foreground_events(samples, [1.0] * (len(samples) // WINDOW))
+
+    # The bed is speech until 3 s of it have been heard (the statistics, updated every
+    # 8 windows, first call it voices at window 96); the person's start is exact, and
+    # the 5-window level mean holds the stop 4 windows past the person's end.
+    assert timeline(events) == [
+        (SPEECH_STARTED, 0),
+        (SPEECH_STOPPED, 96 * WINDOW),
+        (SPEECH_STARTED, 125 * WINDOW),
+        (SPEECH_STOPPED, 161 * WINDOW),
+    ]
+
+
+def test_foreground_over_steady_noise_keeps_the_voice_models_scores():
+    # In the pauses the model hears noise, not voices: no gate, even for a person
+    # barely above the noise (2 dB) whom a gate at 5 dB would drop.
+    rng = np.random.default_rng(6)
+    samples = white(7, -40, rng)
+    samples[125 * WINDOW : 157 * WINDOW] *= 10 ** (2 / 20)
+    probabilities = [0.02] * 125 + [0.9] * 32 + [0.02] * 100
+
+    events = foreground_events(samples, probabilities)
+
+    assert timeline(events) == [(SPEECH_STARTED, 125 * WINDOW), (SPEECH_STOPPED, 157 * WINDOW)]
+
+
+def test_foreground_events_do_not_depend_on_chunking():
+    rng = np.random.default_rng(7)
+    samples = white(7, -40, rng)
+    samples[125 * WINDOW : 157 * WINDOW] += white(32 * WINDOW / RATE, -25, rng)
+    probabilities = [1.0] * (len(samples) // WINDOW)
+    reference = timeline(foreground_events(samples, probabilities, chunk=len(samples)))
+
+    assert len(reference) == 4
+    for chunk in [320, 1001, 7 * WINDOW]:
+        assert timeline(foreground_events(samples, probabilities, chunk=chunk)) == reference
+
+
 # --- real speech (espeak-ng) ---------------------------------------------------------
 def speech_track(rng, *, utterances, rate):
     return vad_corpus.make_track(rng, utterances=utterances, sample_rate=rate, gap_s=(1.0, 1.5))
@@ -363,9 +420,9 @@ def speech_track(rng, *, utterances, rate):
 # How far a stop may be from the true end, early and late. Silero's speech probability
 # decays over 2-5 windows (64-160 ms) after a voice stops, so its stops come late; and
 # a quiet sentence end under 10 dB of noise is lost to it (docs/benchmarks.md: offset
-# error). Babble is left to the benchmark: other voices are speech to both backends.
-STOP_EARLY_MS = {"energy": 100, "silero": 150}
-STOP_LATE_MS = {"energy": 100, "silero": 250}
+# error).
+STOP_EARLY_MS = {"energy": 100, "silero": 150, "foreground": 150}
+STOP_LATE_MS = {"energy": 100, "silero": 250, "foreground": 250}
 
 
 def assert_boundaries_within(events, segments, *, start_ms, stop_early_ms, stop_late_ms, rate):
@@ -378,7 +435,7 @@ def assert_boundaries_within(events, segments, *, start_ms, stop_early_ms, stop_
         assert -stop_early_ms <= stop_error <= stop_late_ms, (index, stop_error)
 
 
-@pytest.mark.parametrize("backend", ["energy", "silero"])
+@pytest.mark.parametrize("backend", ["energy", "silero", "foreground"])
 @pytest.mark.parametrize(
     ("noise", "snr_db"), [(None, None), ("white", 10), ("pink", 10), ("hum", 5)]
 )
@@ -400,6 +457,45 @@ def test_spoken_utterances_in_noise_start_within_100_ms_and_stop_near_their_end(
         stop_late_ms=STOP_LATE_MS[backend],
         rate=24_000,
     )
+
+
+def detected_mask(events, size):
+    mask = np.zeros(size, dtype=bool)
+    for started, stopped in zip(events[::2], events[1::2], strict=True):
+        mask[started.sample : stopped.sample] = True
+    return mask
+
+
+def test_a_babble_bed_10_db_below_the_talker_does_not_hold_speech_on():
+    # Six other espeak-ng talkers all along, 10 dB below the talker, whose utterances
+    # begin after 4 s of babble alone (the foreground backend needs 3 s to know it).
+    rng = np.random.default_rng(17)
+    spoken = speech_track(rng, utterances=6, rate=24_000)
+    lead = 4 * 24_000
+    track = vad_corpus.Track(
+        np.concatenate((np.zeros(lead, dtype=np.float32), spoken.speech)),
+        [(start + lead, stop + lead) for start, stop in spoken.segments],
+        24_000,
+        spoken.texts,
+    )
+    samples = vad_corpus.mix(track, "babble", 10, rng)
+    truth, known = track.truth_mask(), np.arange(samples.size) >= lead
+
+    events = run(VoiceActivityDetector(sample_rate=24_000), samples, 480)
+    silero = run(
+        VoiceActivityDetector(sample_rate=24_000, config=VadConfig(backend="silero")),
+        samples,
+        480,
+    )
+
+    # Once the babble is known, little of it is speech (here 24 %: mostly the late stops
+    # of silero's decaying probability, and a few gaps bridged), and nearly all the talker.
+    detected = detected_mask(events, samples.size)
+    assert np.mean(detected[known & ~truth]) < 0.3
+    assert np.mean(detected[truth]) > 0.95
+    # Silero alone hears speech from the first babble to the end.
+    assert timeline(silero) == [(SPEECH_STARTED, silero[0].sample), (SPEECH_STOPPED, samples.size)]
+    assert silero[0].at_ms < 200
 
 
 def test_silero_events_on_speech_do_not_depend_on_chunking():
@@ -425,6 +521,8 @@ def test_settings_defaults_are_the_detectors_defaults():
     assert defaults.min_speech_ms == settings.VAD_MIN_SPEECH_MS
     assert defaults.min_silence_ms == settings.VAD_MIN_SILENCE_MS
     assert defaults.prefix_padding_ms == settings.VAD_PREFIX_PADDING_MS
+    assert defaults.foreground_margin_db == settings.VAD_FOREGROUND_MARGIN_DB
+    assert settings.VAD_BACKENDS == vad.BACKENDS
 
 
 def test_bad_configuration_is_refused_with_its_name():

@@ -22,6 +22,6 @@ def highlight_existing(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("chat", "0004_conversation_settings_and_share")]
+    dependencies = [("chat", "0005_conversation_settings_and_share")]
 
     operations = [migrations.RunPython(highlight_existing, migrations.RunPython.noop)]
