@@ -104,12 +104,13 @@ async def save_final(
 # Plain SQL: compiling the ORM's queries cost more CPU than running them, on
 # the one path every message waits on.
 def recent_messages(*, conversation_id: int, owner_id: int, limit: int) -> list[tuple]:
-    """(id, role, content, status, conversation model) of the newest messages, newest first."""
+    """(id, role, content, status, conversation model, conversation system prompt) of the
+    newest messages, newest first."""
     message = connection.ops.quote_name(Message._meta.db_table)
     conversation = connection.ops.quote_name(Conversation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT m.id, m.role, m.content, m.status, c.model FROM {message} m"
+            f"SELECT m.id, m.role, m.content, m.status, c.model, c.system_prompt FROM {message} m"
             f" JOIN {conversation} c ON c.id = m.conversation_id"
             " WHERE m.conversation_id = %s AND c.owner_id = %s"
             " ORDER BY m.created_at DESC, m.id DESC LIMIT %s",
@@ -118,16 +119,17 @@ def recent_messages(*, conversation_id: int, owner_id: int, limit: int) -> list[
         return cursor.fetchall()
 
 
-def conversation_model(*, conversation_id: int, owner_id: int) -> str | None:
-    """The conversation's model ('' for the site default), or None if it is not the owner's."""
+def conversation_settings(*, conversation_id: int, owner_id: int) -> tuple[str, str] | None:
+    """The conversation's (model, system prompt) ('' for the site defaults), or None if it
+    is not the owner's."""
     table = connection.ops.quote_name(Conversation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT model FROM {table} WHERE id = %s AND owner_id = %s",
+            f"SELECT model, system_prompt FROM {table} WHERE id = %s AND owner_id = %s",
             [conversation_id, owner_id],
         )
         row = cursor.fetchone()
-    return None if row is None else row[0]
+    return None if row is None else (row[0], row[1])
 
 
 def insert_turns(turns: list[tuple[int, int | None, str, str, str]]) -> list[tuple | None]:

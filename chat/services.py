@@ -82,7 +82,7 @@ async def start_reply(
     _refuse_unless(allowed)
     prompt = llm.build_prompt(
         [*context.history, {"role": "user", "content": content}],
-        system_prompt=settings.LLM_SYSTEM_PROMPT,
+        system_prompt=context.system_prompt or settings.LLM_SYSTEM_PROMPT,
         budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
     )
     model = context.model or settings.OPENAI_MODEL
@@ -154,10 +154,11 @@ def _refuse_unless(allowed: bool) -> None:
 @dataclass(frozen=True)
 class _Context:
     history: list[dict]
-    model: str
+    model: str  # '' for the site defaults
+    system_prompt: str
 
 
-_NEW_CONVERSATION = _Context(history=[], model="")
+_NEW_CONVERSATION = _Context(history=[], model="", system_prompt="")
 
 
 @on_db_pool(reads=True)
@@ -171,19 +172,19 @@ def _load_context(*, user, conversation_id: int) -> _Context:
         conversation_id=conversation_id, owner_id=user.pk, limit=HISTORY_MAX_MESSAGES
     )
     if not recent:
-        model = persistence.conversation_model(conversation_id=conversation_id, owner_id=user.pk)
-        if model is None:
+        own = persistence.conversation_settings(conversation_id=conversation_id, owner_id=user.pk)
+        if own is None:
             raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
-        return _Context(history=[], model=model)
-    streaming = [pk for pk, _, _, status, _ in recent if status == Message.Status.STREAMING]
+        return _Context(history=[], model=own[0], system_prompt=own[1])
+    streaming = [pk for pk, _, _, status, *_ in recent if status == Message.Status.STREAMING]
     if streaming:
         raise _StillStreaming(streaming)
     history = [
         {"role": role, "content": content}
-        for _, role, content, status, _ in reversed(recent)
+        for _, role, content, status, *_ in reversed(recent)
         if content and status in (Message.Status.COMPLETE, Message.Status.CANCELLED)
     ]
-    return _Context(history=history, model=recent[0][4])
+    return _Context(history=history, model=recent[0][4], system_prompt=recent[0][5])
 
 
 @dataclass(frozen=True)
