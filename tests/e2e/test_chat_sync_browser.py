@@ -27,6 +27,7 @@ from tests.e2e.chat_pages import (
     wait_for_status,
     wait_until_streaming,
 )
+from tests.integration.test_multi_instance import cluster  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -355,14 +356,12 @@ def test_a_reader_scrolled_up_stays_where_they_are_when_the_answer_is_swapped(pa
 
 
 # --- two tabs on two server processes (PostgreSQL + Redis) ---------------------------------------
-from tests.integration.test_multi_instance import cluster  # noqa: E402, F401  (the fixture)
-
-
-def test_two_tabs_on_two_server_processes_stay_in_sync(page, cluster):
+def test_two_tabs_on_two_server_processes_stay_in_sync(page, request):
     """Tab one on the first daphne, tab two on the second: one database, one Redis.
 
     Cookies are per host, not port, so both tabs share the one login.
     """
+    cluster = request.getfixturevalue("cluster")  # tests/integration/test_multi_instance.py
     first, second = cluster.first, cluster.second
     sign_up(page, first, unique_username("procs"))
     send(page, "asked on the first process")
