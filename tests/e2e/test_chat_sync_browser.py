@@ -361,8 +361,8 @@ def test_two_tabs_on_two_server_processes_stay_in_sync(page, request):
 
     Cookies are per host, not port, so both tabs share the one login.
     """
-    cluster = request.getfixturevalue("cluster")  # tests/integration/test_multi_instance.py
-    first, second = cluster.first, cluster.second
+    processes = request.getfixturevalue("cluster")  # tests/integration/test_multi_instance.py
+    first, second = processes.first, processes.second
     sign_up(page, first, unique_username("procs"))
     send(page, "asked on the first process")
     wait_for_status(last_reply(page), "complete")
