@@ -25,6 +25,13 @@ class Conversation(models.Model):
     )
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=200, blank=True, help_text="Empty: the site default.")
+    # A database default too: replies insert conversations with plain SQL (chat.persistence).
+    system_prompt = models.TextField(
+        blank=True, default="", db_default="", help_text="Empty: the site default."
+    )
+    # A read-only link for anyone who has it; None: not shared (revoking clears it).
+    share_token = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    shared_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -38,6 +45,7 @@ class Conversation(models.Model):
     @property
     def display_title(self) -> str:
         return self.title or "New conversation"
+
 
 class Message(models.Model):
     class Role(models.TextChoices):

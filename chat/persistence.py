@@ -104,7 +104,8 @@ async def save_final(
 # Plain SQL: compiling the ORM's queries cost more CPU than running them, on
 # the one path every message waits on.
 def conversation_messages(*, conversation_id: int, owner_id: int) -> list[tuple]:
-    """(id, parent id, chosen at, role, content, status, conversation model) of every message.
+    """(id, parent id, chosen at, role, content, status, conversation model, conversation
+    system prompt) of every message.
 
     Every branch: which are on the path shown is chat.branches' business.
     """
@@ -112,7 +113,8 @@ def conversation_messages(*, conversation_id: int, owner_id: int) -> list[tuple]
     conversation = connection.ops.quote_name(Conversation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT m.id, m.parent_id, m.chosen_at, m.role, m.content, m.status, c.model"
+            "SELECT m.id, m.parent_id, m.chosen_at, m.role, m.content, m.status, c.model,"
+            " c.system_prompt"
             f" FROM {message} m JOIN {conversation} c ON c.id = m.conversation_id"
             " WHERE m.conversation_id = %s AND c.owner_id = %s",
             [conversation_id, owner_id],
@@ -120,16 +122,17 @@ def conversation_messages(*, conversation_id: int, owner_id: int) -> list[tuple]
         return cursor.fetchall()
 
 
-def conversation_model(*, conversation_id: int, owner_id: int) -> str | None:
-    """The conversation's model ('' for the site default), or None if it is not the owner's."""
+def conversation_settings(*, conversation_id: int, owner_id: int) -> tuple[str, str] | None:
+    """The conversation's (model, system prompt) ('' for the site defaults), or None if it
+    is not the owner's."""
     table = connection.ops.quote_name(Conversation._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT model FROM {table} WHERE id = %s AND owner_id = %s",
+            f"SELECT model, system_prompt FROM {table} WHERE id = %s AND owner_id = %s",
             [conversation_id, owner_id],
         )
         row = cursor.fetchone()
-    return None if row is None else row[0]
+    return None if row is None else (row[0], row[1])
 
 
 def insert_turns(turns: list[tuple]) -> list[tuple | None]:

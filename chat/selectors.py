@@ -117,6 +117,12 @@ def message_page(conversation: Conversation, *, before: int | None, limit: int) 
     )
 
 
+def shown_messages(conversation: Conversation) -> list[Message]:
+    """Every message of the path shown, first to last (shares and exports show this)."""
+    tree = _tree(conversation)
+    return _messages(conversation, tree, tree.path())
+
+
 def path_from(conversation: Conversation, message_id: int) -> list[Message] | None:
     """Message `message_id` and the path shown below it; None if no such message."""
     tree = _tree(conversation)

@@ -134,7 +134,7 @@ async def _start_turn(
         _refuse_unless(await _rate_check(user))
     prompt = llm.build_prompt(
         [*context.history, {"role": "user", "content": content}],
-        system_prompt=settings.LLM_SYSTEM_PROMPT,
+        system_prompt=context.system_prompt or settings.LLM_SYSTEM_PROMPT,
         budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
     )
     model = context.model or settings.OPENAI_MODEL
@@ -224,12 +224,13 @@ def _refuse_unless(allowed: bool) -> None:
 @dataclass(frozen=True)
 class _Context:
     history: list[dict]
-    model: str
+    model: str  # '' for the site defaults
+    system_prompt: str = ""  # '' for the site default
     parent_id: int | None = None  # the message the new user message follows
     siblings: tuple[int, ...] = ()  # an edit: the versions of the edited message
 
 
-_NEW_CONVERSATION = _Context(history=[], model="")
+_NEW_CONVERSATION = _Context(history=[], model="", system_prompt="")
 
 
 @on_db_pool(reads=True)
@@ -241,10 +242,10 @@ def _load_context(*, user, conversation_id: int, editing: int | None = None) -> 
     """
     rows = persistence.conversation_messages(conversation_id=conversation_id, owner_id=user.pk)
     if not rows:
-        model = persistence.conversation_model(conversation_id=conversation_id, owner_id=user.pk)
-        if model is None or editing is not None:
+        own = persistence.conversation_settings(conversation_id=conversation_id, owner_id=user.pk)
+        if own is None or editing is not None:
             raise wire.ProtocolError(wire.NOT_FOUND, "No such conversation")
-        return _Context(history=[], model=model)
+        return _Context(history=[], model=own[0], system_prompt=own[1])
     if streaming := [row[0] for row in rows if row[5] == Message.Status.STREAMING]:
         raise _StillStreaming(streaming)
     tree = branches.Tree(row[:3] for row in rows)
@@ -256,7 +257,11 @@ def _load_context(*, user, conversation_id: int, editing: int | None = None) -> 
         raise wire.ProtocolError(wire.NOT_FOUND, "No such message")
     path = tree.ancestry(parent_id) if parent_id is not None else []
     return _Context(
-        history=_history(rows, path), model=rows[0][6], parent_id=parent_id, siblings=siblings
+        history=_history(rows, path),
+        model=rows[0][6],
+        system_prompt=rows[0][7],
+        parent_id=parent_id,
+        siblings=siblings,
     )
 
 
@@ -458,7 +463,7 @@ async def _answer_again(*, user, message_id: int, retry: bool) -> ReplyHandle:
     )
     prompt = llm.build_prompt(
         target.history,
-        system_prompt=settings.LLM_SYSTEM_PROMPT,
+        system_prompt=target.system_prompt or settings.LLM_SYSTEM_PROMPT,
         budget_tokens=settings.LLM_CONTEXT_BUDGET_TOKENS,
     )
     model = target.model or settings.OPENAI_MODEL
@@ -478,6 +483,7 @@ class _AnswerTarget:
     user_message_id: int
     history: list[dict]  # ends with the user message being answered again
     model: str
+    system_prompt: str
     versions: tuple[int, ...]  # the reply's versions, itself included
 
 
@@ -508,6 +514,7 @@ def _load_answer(*, user, conversation_id: int, message_id: int, retry: bool) ->
         user_message_id=question,
         history=_history(rows, tree.ancestry(question)),
         model=rows[0][6],
+        system_prompt=rows[0][7],
         versions=tuple(tree.versions(message_id)),
     )
 

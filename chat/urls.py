@@ -1,6 +1,6 @@
 from django.urls import path
 
-from chat import views
+from chat import conversation_views, views
 
 app_name = "chat"
 
@@ -12,6 +12,18 @@ urlpatterns = [
     path("<int:conversation_id>/messages/", views.older_messages, name="older"),
     path("<int:conversation_id>/delete/", views.delete_conversation, name="delete"),
     path("<int:conversation_id>/rename/", views.rename_conversation, name="rename"),
+    path("models/", conversation_views.models_list, name="models"),
+    path("settings/", conversation_views.update_settings, name="new-settings"),
+    path("<int:conversation_id>/settings/", conversation_views.update_settings, name="settings"),
+    path("<int:conversation_id>/export.md", conversation_views.export_markdown, name="export-md"),
+    path("<int:conversation_id>/export.json", conversation_views.export_json, name="export-json"),
+    path("<int:conversation_id>/share/", conversation_views.share, name="share"),
+    path("<int:conversation_id>/share/revoke/", conversation_views.revoke_share, name="unshare"),
+]
+
+# At the site's root (realtime_site/urls.py): open to anyone with the link.
+share_urlpatterns = [
+    path("<str:token>/", conversation_views.shared_page, name="shared"),
 ]
 
 # Under /api/ (realtime_site/urls.py): the only routes a bearer token opens.

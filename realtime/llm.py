@@ -247,6 +247,17 @@ def backoff_seconds(attempt: int, error: LLMError) -> float:
     return min(base * (0.5 + random.random()), settings.LLM_RETRY_MAX_WAIT_SECONDS)
 
 
+# --- models --------------------------------------------------------------------------
+async def list_models() -> list[str]:
+    """The ids of the models the model service lists (`GET /models`). Raises LLMError."""
+    try:
+        async with asyncio.timeout(settings.LLM_TIMEOUT_SECONDS):
+            page = await get_client().models.list()
+    except Exception as exc:  # noqa: BLE001 - every failure becomes an LLMError
+        raise map_error(exc) from exc
+    return [model.id for model in page.data if isinstance(model.id, str) and model.id]
+
+
 # --- streaming -----------------------------------------------------------------------
 async def stream_chat(
     messages: Sequence[dict],

@@ -4,8 +4,10 @@ Model text is untrusted input. Raw HTML in it is escaped by the Markdown
 parser and the result is cleaned again by nh3 (an allow-list sanitizer), so
 neither a prompt-injected <script> nor a javascript: link reaches a browser.
 No inline styles come out (the CSP forbids them): table column alignment is a
-class (`align-left|center|right`), the only classes allowed besides a code
-block's `language-*`.
+class (`align-left|center|right`), and fenced code with a known language is
+highlighted here, at render time, by Pygments into `<span class="hl-…">`
+token classes (static/css/highlight.css colours them); besides a code block's
+`language-*`, those are the only classes allowed.
 Images load nothing: `![alt](url)` becomes its alt text and a link to the URL
 (no <img>, so a reply cannot make the browser fetch from anywhere).
 """
@@ -17,10 +19,36 @@ import asyncio
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import escapeHtml
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexers import get_lexer_by_name
+from pygments.token import STANDARD_TYPES
+from pygments.util import ClassNotFound
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
-    ["table", "strikethrough"]
-)
+HIGHLIGHT_CLASS_PREFIX = "hl-"
+# Longer code is left plain: highlighting grows with the code, and a reply is
+# rendered on the save path.
+HIGHLIGHT_MAX_CHARS = 20_000
+
+_formatter = HtmlFormatter(nowrap=True, classprefix=HIGHLIGHT_CLASS_PREFIX)
+
+
+def _highlight(code: str, language: str, _attrs: str) -> str:
+    """Token spans for a fenced block in a known language; "" leaves it to markdown-it."""
+    if not language or len(code) > HIGHLIGHT_MAX_CHARS:
+        return ""
+    try:
+        lexer = get_lexer_by_name(language, stripnl=False)
+    except ClassNotFound:
+        return ""
+    # markdown-it wraps this in <pre><code class="language-…">.
+    return highlight(code, lexer, _formatter)
+
+
+_markdown = MarkdownIt(
+    "commonmark",
+    {"html": False, "linkify": False, "breaks": True, "highlight": _highlight},
+).enable(["table", "strikethrough"])
 
 
 def _aligned_cell(renderer, tokens, idx, options, env):
@@ -58,10 +86,18 @@ _markdown.add_render_rule("image", _image_as_link)
 _ALLOWED_TAGS = {
     "p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote",
     "ul", "ol", "li", "a", "h1", "h2", "h3", "h4", "h5", "h6",
-    "table", "thead", "tbody", "tr", "th", "td",
+    "table", "thead", "tbody", "tr", "th", "td", "span",
 }  # fmt: skip
-_ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "code": {"class"}, "th": {"class"}, "td": {"class"}}
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title"},
+    "code": {"class"},
+    "th": {"class"},
+    "td": {"class"},
+    "span": {"class"},
+}
 _ALIGN_CLASSES = {"align-left", "align-center", "align-right"}
+# Pygments' token classes, e.g. `hl-k` (keyword), `hl-s2` (double-quoted string).
+TOKEN_CLASSES = frozenset(HIGHLIGHT_CLASS_PREFIX + name for name in STANDARD_TYPES.values() if name)
 
 
 def _allowed_class(tag: str, name: str, value: str) -> str | None:
@@ -69,6 +105,10 @@ def _allowed_class(tag: str, name: str, value: str) -> str | None:
         return value
     if tag == "code":
         return value if value.startswith("language-") and value.isascii() else None
+    if tag == "span":
+        # A token of a lexer's own subtype gets extra classes: keep the standard ones.
+        kept = [cls for cls in value.split() if cls in TOKEN_CLASSES]
+        return " ".join(kept) or None
     return value if value in _ALIGN_CLASSES else None
 
 

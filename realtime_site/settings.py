@@ -396,6 +396,12 @@ CHAT_SIDEBAR_PAGE_CONVERSATIONS = env.int("CHAT_SIDEBAR_PAGE_CONVERSATIONS", def
 CHAT_SEARCH_PAGE_RESULTS = env.int("CHAT_SEARCH_PAGE_RESULTS", default=20)
 CHAT_SEARCH_MAX_QUERY_CHARS = env.int("CHAT_SEARCH_MAX_QUERY_CHARS", default=200)
 REPLY_PERSIST_INTERVAL_MS = env.int("REPLY_PERSIST_INTERVAL_MS", default=500)
+# Models a conversation may pick (comma-separated); empty: whatever the model
+# service's /v1/models lists. OPENAI_MODEL is always offered.
+CHAT_MODELS = [name.strip() for name in env.list("CHAT_MODELS", default=[]) if name.strip()]
+# How long the model service's list of models is kept before it is asked again.
+CHAT_MODELS_CACHE_SECONDS = env.float("CHAT_MODELS_CACHE_SECONDS", default=300.0)
+CHAT_MAX_SYSTEM_PROMPT_CHARS = env.int("CHAT_MAX_SYSTEM_PROMPT_CHARS", default=4000)
 
 # --- Logging: one line per request or reply, ids on every line, no message content at INFO
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -5,12 +5,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts.urls import auth_urlpatterns
-from chat.urls import api_urlpatterns
+from chat.urls import api_urlpatterns, share_urlpatterns
 from realtime import views as realtime_views
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="chat:index", permanent=False), name="home"),
     path("chat/", include("chat.urls")),
+    path("share/", include(share_urlpatterns)),
     path("rooms/", include("rooms.urls")),
     path("voice/", include("voice.urls")),
     path("chat/tokens/", RedirectView.as_view(pattern_name="accounts:tokens", permanent=True)),

@@ -107,9 +107,9 @@ function versionsNav(versions, messageId) {
   );
 }
 
-/** The actions under a message: its versions, Edit (a question) or Regenerate (an answer). */
-function messageActions(role, versions, messageId) {
-  const actions = el("div", { class: "message-actions" });
+/** A message's versions, and Edit (a question) or Regenerate (an answer): templates/chat/_branch_actions.html. */
+function branchActions(role, versions, messageId) {
+  const actions = el("span", { class: "message-branch", "data-testid": "message-branch" });
   if (versions && versions.length > 1) actions.append(versionsNav(versions, messageId));
   actions.append(
     role === "user"
@@ -127,8 +127,10 @@ function setVersions(article, versions) {
   const messageId = Number(article.dataset.messageId);
   if (versions && versions.length > 1) article.dataset.versions = versions.join(",");
   else delete article.dataset.versions;
-  article.querySelector(".message-actions")?.remove();
-  article.querySelector(".message-content").append(messageActions(article.dataset.role, versions, messageId));
+  article.querySelector(".message-branch")?.remove();
+  // In the message's actions bar (message-actions.js adds it to a live message just after).
+  const bar = article.querySelector(".message-actions") ?? article.querySelector(".message-content");
+  bar.append(branchActions(article.dataset.role, versions, messageId));
 }
 
 /** Remove `article` and everything shown after it: the branch it starts is no longer shown. */

@@ -27,6 +27,7 @@ from tests.e2e.chat_pages import (
     wait_for_status,
     wait_until_streaming,
 )
+from tests.integration.test_multi_instance import cluster  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.e2e
 
@@ -352,3 +353,26 @@ def test_a_reader_scrolled_up_stays_where_they_are_when_the_answer_is_swapped(pa
     after = page.evaluate(MEASURE_JS)
     assert after["scrollTop"] == before["scrollTop"], (before, after)
     assert abs(after["height"] - before["height"]) <= 2, (before, after)
+
+
+# --- two tabs on two server processes (PostgreSQL + Redis) ---------------------------------------
+def test_two_tabs_on_two_server_processes_stay_in_sync(page, request):
+    """Tab one on the first daphne, tab two on the second: one database, one Redis.
+
+    Cookies are per host, not port, so both tabs share the one login.
+    """
+    processes = request.getfixturevalue("cluster")  # tests/integration/test_multi_instance.py
+    first, second = processes.first, processes.second
+    sign_up(page, first, unique_username("procs"))
+    send(page, "asked on the first process")
+    wait_for_status(last_reply(page), "complete")
+    path = conversation_path(page)
+    other = open_tab(page, second + path)
+
+    send(page, "while the other tab is on the second process")
+
+    expect(messages(other, "user")).to_have_count(2)
+    wait_until_streaming(other, "Echo: while the other tab")  # live, through Redis
+    other.get_by_test_id("stop-button").click()
+    wait_for_status(last_reply(page), "cancelled")
+    wait_for_status(last_reply(other), "cancelled")

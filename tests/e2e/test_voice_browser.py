@@ -80,7 +80,10 @@ def open_voice(page, site, *, server: FakeVoiceServer | None = None) -> None:
     sign_up(page, site.url, unique_username("vi"))
     if server is not None:
         server.install(page)
-    page.get_by_test_id("nav-voice").click()
+    nav = page.get_by_test_id("nav-voice")
+    if not nav.is_visible():  # a phone: the top bar's links are in its menu
+        page.get_by_test_id("nav-toggle").click()
+    nav.click()
     expect(page).to_have_url(f"{site.url}/voice/")
     expect(page.get_by_test_id("connection-state")).to_have_attribute("data-state", "connected")
 

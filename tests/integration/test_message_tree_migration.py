@@ -14,7 +14,7 @@ from chat.models import Conversation, Message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.services]
 
-BEFORE_TREE = [("chat", "0004_search")]
+BEFORE_TREE = [("chat", "0006_highlight_stored_code")]
 
 
 def migrate(targets) -> MigrationExecutor:

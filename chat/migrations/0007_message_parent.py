@@ -31,7 +31,7 @@ def link_existing_messages(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0004_search"),
+        ("chat", "0006_highlight_stored_code"),
     ]
 
     operations = [
