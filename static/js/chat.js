@@ -91,7 +91,7 @@ function versionsNav(versions, messageId) {
   const step = (offset, label, text, testid) =>
     el("button", {
       type: "button",
-      class: "button button-small button-quiet",
+      class: "message-action",
       "data-switch-to": versions[index + offset] ?? "",
       "data-testid": testid,
       "aria-label": label,
@@ -113,8 +113,8 @@ function branchActions(role, versions, messageId) {
   if (versions && versions.length > 1) actions.append(versionsNav(versions, messageId));
   actions.append(
     role === "user"
-      ? el("button", { type: "button", class: "button button-small button-quiet", "data-edit": "", "data-testid": "edit-button", text: "Edit" })
-      : el("button", { type: "button", class: "button button-small button-quiet", "data-regenerate": "", "data-testid": "regenerate-button", text: "Regenerate" }),
+      ? el("button", { type: "button", class: "message-action", "data-edit": "", "data-testid": "edit-button", text: "Edit" })
+      : el("button", { type: "button", class: "message-action", "data-regenerate": "", "data-testid": "regenerate-button", text: "Regenerate" }),
   );
   return actions;
 }
