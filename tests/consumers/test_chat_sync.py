@@ -259,6 +259,7 @@ async def test_a_long_lived_socket_joins_its_users_group_again_on_a_ping(tabs, m
     await there.send({"type": "ping"})
 
     assert (await there.receive())["type"] == "pong"
-    assert len(joined) == 1 and joined[0].startswith("chat.user.")
+    # Joined again (with Redis, the layer may record other group joins meanwhile).
+    assert any(group.startswith("chat.user.") for group in joined)
     await here.send({"content": "still heard"})
     assert (await there.receive())["type"] == "user_message"
