@@ -14,16 +14,19 @@
 //   reply started elsewhere in the conversation shown here is followed live
 //   (`resume`), with a working Stop.
 
+import {
+  CLOSE_UNAUTHENTICATED,
+  clearConnectionTimers,
+  pongReceived,
+  scheduleReconnect,
+  socketUrl,
+  startHeartbeat,
+} from "./connection.js";
 import { el, enhanceCodeBlocks, latencyBadge, thinkingIndicator } from "./messages.js";
 import { StreamedMarkdown } from "./markdown-stream.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 
-const RECONNECT_BASE_MS = 500;
-const RECONNECT_MAX_MS = 10_000;
-const PING_INTERVAL_MS = 25_000;
-const PONG_TIMEOUT_MS = 10_000;
-const CLOSE_UNAUTHENTICATED = 4401;
 const STICK_THRESHOLD_PX = 64;
 const NOTICE_MS = 6000;
 const TITLE_CHARS = 60;
@@ -423,7 +426,7 @@ const handlers = {
   },
 
   pong() {
-    clearTimeout(state.timers.pong);
+    pongReceived(state);
   },
 };
 
@@ -851,26 +854,18 @@ function setConnection(name, label = CONNECTION_LABELS[name]) {
   ui.connection.querySelector(".connection-label").textContent = label;
 }
 
-function clearConnectionTimers() {
-  for (const name of ["retry", "countdown", "ping", "pong"]) {
-    clearTimeout(state.timers[name]);
-    clearInterval(state.timers[name]);
-  }
-}
-
 function connect() {
-  clearConnectionTimers();
+  clearConnectionTimers(state);
   if (state.socket) return;
   setConnection(state.attempt === 0 ? "connecting" : "reconnecting", state.attempt === 0 ? undefined : "Reconnecting…");
-  const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}${config.wsPath}`);
+  const socket = new WebSocket(socketUrl(config.wsPath));
   state.socket = socket;
   socket.addEventListener("open", () => {
     if (socket !== state.socket) return;
     state.connected = true;
     state.attempt = 0;
     setConnection("connected");
-    state.timers.ping = setInterval(heartbeat, PING_INTERVAL_MS);
+    startHeartbeat(state, sendFrame, dropSocket);
     if (state.reply) resume(state.reply);
     updateControls();
   });
@@ -891,16 +886,10 @@ function dropSocket() {
   onClosed(1006);
 }
 
-function heartbeat() {
-  if (!sendFrame({ type: "ping" })) return;
-  clearTimeout(state.timers.pong);
-  state.timers.pong = setTimeout(dropSocket, PONG_TIMEOUT_MS);
-}
-
 function onClosed(code) {
   state.socket = null;
   state.connected = false;
-  clearConnectionTimers();
+  clearConnectionTimers(state);
   // Logging out closes this session's sockets (4401) while the page is already
   // on its way out: the navigation the person chose wins.
   if (state.leaving) return;
@@ -912,26 +901,7 @@ function onClosed(code) {
   }
   if (state.pending) failPending("the connection dropped before the server confirmed it.");
   updateControls();
-  scheduleReconnect();
-}
-
-function scheduleReconnect() {
-  if (!navigator.onLine) {
-    setConnection("offline");
-    return; // the `online` event reconnects
-  }
-  // Exponential backoff with "equal jitter": half fixed, half random.
-  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** state.attempt);
-  const delay = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-  state.attempt += 1;
-  const due = Date.now() + delay;
-  const tick = () => {
-    const seconds = Math.max(1, Math.ceil((due - Date.now()) / 1000));
-    setConnection("reconnecting", `Reconnecting in ${seconds}s`);
-  };
-  tick();
-  state.timers.countdown = setInterval(tick, 250);
-  state.timers.retry = setTimeout(connect, delay);
+  scheduleReconnect(state, setConnection, connect);
 }
 
 function reconnectNow() {
