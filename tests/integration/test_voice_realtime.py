@@ -13,6 +13,7 @@ import pytest
 
 from realtime import llm
 from tests.support import processes
+from tests.support.voice import silence
 from voice import realtime
 from voice.realtime import (
     AudioDelta,
@@ -36,10 +37,6 @@ TENTH_OF_SILENCE = b"\0\0" * (RATE // 10)
 def tone(seconds: float) -> bytes:
     t = np.arange(int(RATE * seconds)) / RATE
     return (0.3 * 32767 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
-
-
-def silence(seconds: float) -> bytes:
-    return b"\0\0" * int(RATE * seconds)
 
 
 @pytest.fixture

@@ -504,10 +504,11 @@ def test_the_energy_gate_reports_speech_with_sample_exact_times():
 
 
 # --- the voice ------------------------------------------------------------------------
-async def test_the_voice_is_speech_from_espeak_ng_when_installed():
+async def test_the_voice_is_speech_from_espeak_ng():
+    # `make test` installs espeak-ng (`make speech`): without it fakeai falls back to a
+    # tone, and the echo and barge-in tests downstream would not hear speech.
     tape = await load_tape()
-    if tape.source != "espeak-ng":
-        pytest.skip("espeak-ng is not installed: fakeai speaks with a tone")
+    assert tape.source == "espeak-ng", "espeak-ng is not installed: run `make speech`"
     samples = np.frombuffer(tape.pcm, dtype="<i2").astype(float) / 32768
     assert 0.2 < tape.seconds_per_word < 0.8
     assert np.sqrt(np.mean(samples**2)) > 0.02  # audible, not silence
