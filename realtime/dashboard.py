@@ -31,8 +31,6 @@ class Samples:
     title: str
     unit: str  # "ms" or "tok/s"
     points: list[tuple[datetime, float]]
-    # Whether lower is better (latency) or higher (throughput): colours the p99.
-    lower_is_better: bool = True
 
 
 Source = Callable[[datetime], Iterable[Samples]]
@@ -143,7 +141,6 @@ def stored_series(
             title=title,
             unit=unit,
             points=[(row[0], row[i + 1]) for row in rows if row[i + 1] is not None],
-            lower_is_better=unit == "ms",
         )
         for i, (_, title, unit) in enumerate(fields)
     ]
