@@ -209,7 +209,7 @@ class VoiceConversation:
         self.mic.append(pcm, now)
         if self.server_vad:
             await self.upstream.append_audio(pcm)
-            self.mic.keep_from(self.mic.end - audio.ms_to_samples(MIC_KEEP_MS, RATE))
+            self._forget_old_audio()
             return
         if self.state == "speaking":
             await self.upstream.append_audio(pcm)
@@ -219,7 +219,13 @@ class VoiceConversation:
             await self._gate(now)
         if self.state == "idle":
             self._apply_pending_vad_config()
-            self.mic.keep_from(self.mic.end - audio.ms_to_samples(MIC_KEEP_MS, RATE))
+            self._forget_old_audio()
+
+    def _forget_old_audio(self) -> None:
+        """Keep the last MIC_KEEP_MS of microphone; trimmed once a second, not every frame."""
+        keep = audio.ms_to_samples(MIC_KEEP_MS, RATE)
+        if self.mic.end - self.mic.start >= keep + RATE:
+            self.mic.keep_from(self.mic.end - keep)
 
     async def _on_vad(self, event: VadEvent, now: float) -> None:
         sample = event.sample + self._vad_offset
