@@ -7,13 +7,12 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 
 from realtime import llm
 from tests.support import processes
-from tests.support.voice import silence
+from tests.support.voice import RealtimeLog, silence
 from voice import realtime
 from voice.realtime import (
     AudioDelta,
@@ -50,29 +49,19 @@ async def upstream(settings, fakeai_url):
     settings.LLM_TIMEOUT_SECONDS = 2
     settings.LLM_CONNECT_TIMEOUT_SECONDS = 2
     llm.reset_clients()
-    yield Upstream(fakeai_url.removesuffix("/v1"))
+    yield Upstream(fakeai_url)
     await llm.close_client()
     llm.reset_clients()
 
 
-class Upstream:
-    """What fakeai saw."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def _get(self, path: str) -> Any:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as response:
-            return await response.json()
+class Upstream(RealtimeLog):
+    """What fakeai saw, asked about a session object."""
 
     async def events(self, session: RealtimeSession) -> list[dict[str, Any]]:
-        return await self._get(f"/_fakeai/realtime/events?session={session.session_id}")
+        return await super().events(session.session_id)
 
     async def sent(self, session: RealtimeSession, type_: str) -> list[dict[str, Any]]:
         return [e for e in await self.events(session) if e["type"] == type_]
-
-    async def stats(self) -> dict[str, Any]:
-        return await self._get("/_fakeai/realtime/stats")
 
 
 def unique_model(controls: str) -> str:
