@@ -487,10 +487,7 @@ class _AnswerTarget:
     versions: tuple[int, ...]  # the reply's versions, itself included
 
 
-# On the writers' thread, not the readers': it checks what the retry or regenerate
-# about to be written depends on, and on SQLite a read beside that write can find
-# the table locked.
-@on_db_pool
+@on_db_pool(reads=True)
 def _load_answer(*, user, conversation_id: int, message_id: int, retry: bool) -> _AnswerTarget:
     rows = persistence.conversation_messages(conversation_id=conversation_id, owner_id=user.pk)
     status = {row[0]: row[5] for row in rows}
