@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 CONTROL_CANCEL = "run.cancel"
 CONTROL_ATTACH = "run.attach"
 CONTROL_DETACH = "run.detach"
+CONTROL_END = "run.end"  # from the run itself, to its own watcher
+WATCHER_STOP_SECONDS = 2.0
 
 
 class StopReason(enum.StrEnum):
@@ -184,6 +186,7 @@ async def _drive(run: Run) -> None:
     log_context.bind(run_id=run.key)
     watcher = asyncio.create_task(
         _watch_control(run),
+        name=f"run-control:{run.key}",
         context=contextvars.Context(),
     )
     watcher.add_done_callback(_log_watcher_failure)
@@ -197,10 +200,9 @@ async def _drive(run: Run) -> None:
     except Exception:
         logger.exception("run failed key=%s", run.key)
         outcome = Outcome(Status.ERROR, FAILED)
-    finally:
-        watcher.cancel()
-    metrics.count_run_end(outcome.status.value, outcome.error_code)
     # From here on a cancel cannot skip the terminal event.
+    await _regardless_of_cancel(_stop_watcher(run, watcher))
+    metrics.count_run_end(outcome.status.value, outcome.error_code)
     await _regardless_of_cancel(_end(run, outcome))
     run._cancel_orphan_timer()
 
@@ -255,14 +257,35 @@ def _log_watcher_failure(task: asyncio.Task) -> None:
 
 
 async def _watch_control(run: Run) -> None:
-    """Hand the run the control messages other processes send it."""
+    """Hand the run the control messages other processes send it, until `run.end`."""
     layer = get_channel_layer()
     try:
         while run.stop is None:
             message = await layer.receive(run.control_channel)
+            if message.get("type") == CONTROL_END:
+                return
             run.control(message.get("type"))
     finally:
         run._cancel_orphan_timer()
+
+
+async def _stop_watcher(run: Run, watcher: asyncio.Task) -> None:
+    """End the watcher with a message, cancelling it only if that fails.
+
+    Cancelling a channels_redis receive on a process-local channel can drop a
+    message meant for another channel of this process (the pop completes on the
+    server after the receiver is gone: django/channels_redis#366), and every
+    socket of the process receives through that same queue.
+    """
+    if watcher.done():
+        return
+    try:
+        async with asyncio.timeout(WATCHER_STOP_SECONDS):
+            await get_channel_layer().send(run.control_channel, {"type": CONTROL_END})
+            await asyncio.shield(watcher)
+    except Exception:
+        logger.warning("a run's control watcher did not stop by message key=%s", run.key)
+        watcher.cancel()
 
 
 # --- from any process ----------------------------------------------------------------

@@ -97,6 +97,17 @@ async def test_a_finished_producer_ends_with_one_complete_event():
     assert runs.running() == []
 
 
+async def test_the_control_watcher_ends_by_message_not_by_cancel():
+    # A cancelled channels_redis receive can drop another socket's message.
+    producer = Scripted()
+    run = await start(producer)
+    await producer.produced.wait()
+    [watcher] = [t for t in asyncio.all_tasks() if t.get_name() == "run-control:run:1"]
+    producer.release.set()
+    await run.task
+    assert watcher.done() and not watcher.cancelled()
+
+
 async def test_cancel_from_the_control_channel_ends_it_as_cancelled():
     producer = Scripted()
     run = await start(producer)
