@@ -10,6 +10,22 @@ from tests.support import processes
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory) -> None:
+    """SQLite's test database is a WAL file, as in production, not shared-cache memory.
+
+    In shared-cache memory a read beside another connection's write fails at
+    once with "database table is locked"; the site's own SQLite (WAL) lets
+    readers go on beside the writer, and the database threads rely on that.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        path = tmp_path_factory.mktemp("db") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
+@pytest.fixture(scope="session")
 def fakeai_url() -> str:
     """A fakeai process for the whole run (fast by default; tests slow it per request)."""
     with processes.fakeai(ttft_ms=0, tps=0, tokens=12) as url:
