@@ -95,12 +95,19 @@ check-deploy: install
 	$(PRODUCTION_ENV) SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
 	  $(PY) manage.py check --deploy --fail-level WARNING
 
-# The whole suite in the embedded mode, then the chat integration tests again
-# against PostgreSQL + Redis.
+# The whole suite in the embedded mode and, beside it, the `services` tests again
+# against PostgreSQL + Redis (slot 1: Redis databases and PostgreSQL names of
+# its own; its output follows the embedded pass's). Both passes must pass.
+SERVICES_LOG := .pytest-services.log
 test: install chromium speech lint check-deploy
-	$(PY) -m pytest
-	SECRET_KEY=$(TEST_SECRET_KEY) DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) \
-	  $(PY) -m pytest -m services
+	@SECRET_KEY=$(TEST_SECRET_KEY) DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) \
+	  TEST_SERVICES_SLOT=1 $(PY) -m pytest -m services -p no:cacheprovider \
+	  >$(SERVICES_LOG) 2>&1 & services=$$!; \
+	trap 'kill $$services 2>/dev/null' INT TERM; \
+	$(PY) -m pytest; embedded=$$?; \
+	wait $$services; services_status=$$?; \
+	echo ""; echo "=== the services tests on PostgreSQL + Redis ==="; cat $(SERVICES_LOG); \
+	test $$embedded -eq 0 -a $$services_status -eq 0
 
 bench: install
 	$(PY) -m bench.chat_load
@@ -117,4 +124,4 @@ bench-voice: install speech
 	$(PY) -m bench.voice_latency
 
 clean:
-	rm -rf $(VENV) db.sqlite3* staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) db.sqlite3* staticfiles .pytest_cache .ruff_cache $(SERVICES_LOG)
