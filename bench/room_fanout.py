@@ -25,7 +25,8 @@ Combinations, each on freshly started daphnes (settings are read at start):
   once through the core's streams and every local socket reads that copy;
   `group`, each token is `group_send` to the room's group;
 - `--layer` (`CHANNEL_LAYER_BACKEND`, Redis mode only): `core`
-  (channels_redis.core.RedisChannelLayer) or `pubsub`
+  (realtime.channel_layer.RedisChannelLayer, channels_redis's core layer with
+  one reader per process), `upstream-core` (channels_redis.core.RedisChannelLayer) or `pubsub`
   (channels_redis.pubsub.RedisPubSubChannelLayer), or a dotted path.
 What each daphne actually runs with is read back from its settings and shown
 beside the row: a setting the site does not know yet is marked.
@@ -101,7 +102,8 @@ TARGET_PROCESSES = 2
 TARGET_SPREAD_P99_MS = 25.0
 REDIS_PG, EMBEDDED = "redis-pg", "embedded"
 LAYERS = {
-    "core": "channels_redis.core.RedisChannelLayer",
+    "core": "realtime.channel_layer.RedisChannelLayer",
+    "upstream-core": "channels_redis.core.RedisChannelLayer",
     "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
 }
 FANOUTS = ("streams", "group")
@@ -189,7 +191,7 @@ def parse_args(argv: list[str] | None = None) -> Params:
     parser.add_argument(
         "--layer",
         default="core,pubsub",
-        help="CHANNEL_LAYER_BACKEND in redis-pg mode: core, pubsub or a dotted path",
+        help="CHANNEL_LAYER_BACKEND in redis-pg mode: core, upstream-core, pubsub or a dotted path",
     )
     parser.add_argument(
         "--processes", type=int, default=TARGET_PROCESSES, help="daphnes in redis-pg mode"

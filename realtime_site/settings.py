@@ -189,10 +189,12 @@ REDIS_CHANNEL_LAYER_MAX_CONNECTIONS = env.int("REDIS_CHANNEL_LAYER_MAX_CONNECTIO
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            # channels_redis.pubsub.RedisPubSubChannelLayer also works (bench/room_fanout.py
-            # measures both); capacity and expiry only apply to the core layer.
+            # channels_redis's core layer, whose process-local receives a closing
+            # socket cannot lose (realtime/channel_layer.py). channels_redis's
+            # pubsub layer also works (bench/room_fanout.py measures both);
+            # capacity and expiry only apply to the core layer.
             "BACKEND": env.str(
-                "CHANNEL_LAYER_BACKEND", default="channels_redis.core.RedisChannelLayer"
+                "CHANNEL_LAYER_BACKEND", default="realtime.channel_layer.RedisChannelLayer"
             ),
             "CONFIG": {
                 # redis-py 8 defaults socket_timeout to 5 s, shorter than the

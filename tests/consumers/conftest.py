@@ -8,7 +8,7 @@ import pytest
 import redis
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.db import connection, connections
 
@@ -72,6 +72,9 @@ async def close_connections():
     yield
     await llm.close_client()
     await database_sync_to_async(connections.close_all)()
+    # The Redis layer's reader stops by message before this test's loop closes.
+    if stop_reader := getattr(get_channel_layer(), "stop_reader", None):
+        await stop_reader()
 
 
 @sync_to_async

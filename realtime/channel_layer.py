@@ -1,0 +1,92 @@
+"""channels_redis's Redis layer, with process-local receives that a cancel cannot lose.
+
+Upstream, the sockets of a process take turns popping the process's one
+queue in Redis (`specific.<process>!`): whichever `receive()` holds the lock
+pops for all of them. Cancelling that receive, as Channels does for every
+socket that closes, can lose a message already popped for another socket
+(django/channels_redis#366). Here one reader task per event loop pops and
+routes, and is stopped by a message, never cancelled, while its loop runs; a
+`receive()` waits only on its own channel's buffer, so cancelling it loses
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from channels_redis import core
+
+logger = logging.getLogger(__name__)
+
+READ_RETRY_SECONDS = 1.0
+STOP_SECONDS = 5.0
+
+
+class RedisChannelLayer(core.RedisChannelLayer):
+    """`channels_redis.core.RedisChannelLayer` with one reader per loop, stopped by message."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._readers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
+        # A channel of this process that only the readers' stop requests use.
+        self._stop_channel = f"specific.{self.client_prefix}!reader-stop"
+
+    async def receive(self, channel: str) -> dict:
+        if "!" not in channel:
+            return await super().receive(channel)
+        assert self.require_valid_channel_name(channel)
+        self._ensure_reader(self.non_local_name(channel))
+        queue = self.receive_buffer[channel]
+        try:
+            return await queue.get()
+        finally:
+            # An empty buffer goes (a closed socket leaves none behind); the
+            # reader makes a new one for the channel's next message.
+            if queue.empty() and self.receive_buffer.get(channel) is queue:
+                del self.receive_buffer[channel]
+
+    async def stop_reader(self, timeout_s: float = STOP_SECONDS) -> None:
+        """Stop this loop's reader by a message, before the loop closes (tests do).
+
+        A cancel can land where redis-py does not pass it on, leaving the reader
+        blocked on Redis; the message wakes it instead. It is cancelled only if
+        the message does not reach it in time.
+        """
+        reader = self._readers.pop(asyncio.get_running_loop(), None)
+        if reader is None or reader.done():
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.send(self._stop_channel, {"type": "layer.reader.stop"})
+                await asyncio.shield(reader)
+        except Exception:
+            logger.warning("the channel layer reader did not stop by message; cancelling it")
+            reader.cancel()
+
+    def _ensure_reader(self, process_channel: str) -> None:
+        loop = asyncio.get_running_loop()
+        reader = self._readers.get(loop)
+        if reader is None or reader.done():
+            self._readers[loop] = loop.create_task(
+                self._read(process_channel), name="channel-layer-reader"
+            )
+
+    async def _read(self, process_channel: str) -> None:
+        """Pop the process's queue until told to stop; hand out each message."""
+        while True:
+            try:
+                channels, message = await self.receive_single(process_channel)
+            except Exception:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py can turn a cancel into a closed connection's error.
+                    raise asyncio.CancelledError from None
+                # Redis away: the sockets wait, and get their messages once it is back.
+                logger.warning("channel layer read failed; retrying", exc_info=True)
+                await asyncio.sleep(READ_RETRY_SECONDS)
+                continue
+            for name in channels if isinstance(channels, list) else [channels]:
+                if name == self._stop_channel:
+                    return
+                self.receive_buffer[name].put_nowait(message)
