@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from channels.layers import get_channel_layer
 from channels_redis import core
 
 logger = logging.getLogger(__name__)
@@ -90,3 +91,10 @@ class RedisChannelLayer(core.RedisChannelLayer):
                 if name == self._stop_channel:
                     return
                 self.receive_buffer[name].put_nowait(message)
+
+
+async def stop_reader() -> None:
+    """Stop the default layer's reader on this loop, if it has one (process shutdown)."""
+    stop = getattr(get_channel_layer(), "stop_reader", None)
+    if stop is not None:
+        await stop()

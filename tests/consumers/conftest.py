@@ -8,12 +8,12 @@ import pytest
 import redis
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.db import connection, connections
 
 from accounts.services import create_api_token
-from realtime import llm, ratelimit, runs, streams
+from realtime import channel_layer, llm, ratelimit, runs, streams
 from realtime_site.asgi import application
 
 
@@ -73,8 +73,7 @@ async def close_connections():
     await llm.close_client()
     await database_sync_to_async(connections.close_all)()
     # The Redis layer's reader stops by message before this test's loop closes.
-    if stop_reader := getattr(get_channel_layer(), "stop_reader", None):
-        await stop_reader()
+    await channel_layer.stop_reader()
 
 
 @sync_to_async
