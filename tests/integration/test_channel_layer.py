@@ -79,3 +79,28 @@ async def test_a_receive_cancelled_before_its_message_came_leaves_it_for_the_nex
     await layer.send(channel, {"type": "note", "number": 1})
     assert await numbers(layer, channel, 1) == [1]
     assert channel not in layer.receive_buffer  # nothing kept for a channel once read
+
+
+async def test_the_reader_comes_back_after_its_redis_connection_is_killed(layer):
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "note", "number": 1})
+    assert await numbers(layer, channel, 1) == [1]
+    admin = redis.Redis.from_url(REDIS_URL)
+    database = admin.connection_pool.connection_kwargs["db"]
+
+    def blocked_readers() -> list[str]:
+        return [
+            client["id"]
+            for client in admin.client_list()
+            if client["cmd"] == "bzpopmin" and int(client["db"]) == database
+        ]
+
+    for _ in range(500):  # up to 5 s for the reader to be back on the queue
+        if blocked := blocked_readers():
+            break
+        await asyncio.sleep(0.01)
+    assert blocked
+    for client_id in blocked:
+        admin.client_kill_filter(_id=client_id)
+    await layer.send(channel, {"type": "note", "number": 2})
+    assert await numbers(layer, channel, 1) == [2]
