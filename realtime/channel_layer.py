@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 
 from channels.layers import get_channel_layer
 from channels_redis import core
@@ -29,9 +30,10 @@ class RedisChannelLayer(core.RedisChannelLayer):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._readers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
-        # A channel of this process that only the readers' stop requests use.
-        self._stop_channel = f"specific.{self.client_prefix}!reader-stop"
+        self._readers: dict[asyncio.AbstractEventLoop, tuple[asyncio.Task, str]] = {}
+        # Each reader's stop requests come on a channel of its own, so one that
+        # came too late for its reader cannot stop the next loop's.
+        self._stop_prefix = f"specific.{self.client_prefix}!reader-stop-"
 
     async def receive(self, channel: str) -> dict:
         if "!" not in channel:
@@ -54,12 +56,12 @@ class RedisChannelLayer(core.RedisChannelLayer):
         blocked on Redis; the message wakes it instead. It is cancelled only if
         the message does not reach it in time.
         """
-        reader = self._readers.pop(asyncio.get_running_loop(), None)
+        reader, stop_channel = self._readers.pop(asyncio.get_running_loop(), (None, ""))
         if reader is None or reader.done():
             return
         try:
             async with asyncio.timeout(timeout_s):
-                await self.send(self._stop_channel, {"type": "layer.reader.stop"})
+                await self.send(stop_channel, {"type": "layer.reader.stop"})
                 await asyncio.shield(reader)
         except Exception:
             logger.warning("the channel layer reader did not stop by message; cancelling it")
@@ -67,13 +69,15 @@ class RedisChannelLayer(core.RedisChannelLayer):
 
     def _ensure_reader(self, process_channel: str) -> None:
         loop = asyncio.get_running_loop()
-        reader = self._readers.get(loop)
+        reader, _ = self._readers.get(loop, (None, ""))
         if reader is None or reader.done():
-            self._readers[loop] = loop.create_task(
-                self._read(process_channel), name="channel-layer-reader"
+            stop_channel = self._stop_prefix + uuid.uuid4().hex
+            reader = loop.create_task(
+                self._read(process_channel, stop_channel), name="channel-layer-reader"
             )
+            self._readers[loop] = (reader, stop_channel)
 
-    async def _read(self, process_channel: str) -> None:
+    async def _read(self, process_channel: str, stop_channel: str) -> None:
         """Pop the process's queue until told to stop; hand out each message."""
         while True:
             try:
@@ -88,9 +92,10 @@ class RedisChannelLayer(core.RedisChannelLayer):
                 await asyncio.sleep(READ_RETRY_SECONDS)
                 continue
             for name in channels if isinstance(channels, list) else [channels]:
-                if name == self._stop_channel:
+                if name == stop_channel:
                     return
-                self.receive_buffer[name].put_nowait(message)
+                if not name.startswith(self._stop_prefix):  # an earlier reader's
+                    self.receive_buffer[name].put_nowait(message)
 
 
 async def stop_reader() -> None:

@@ -104,3 +104,12 @@ async def test_the_reader_comes_back_after_its_redis_connection_is_killed(layer)
         admin.client_kill_filter(_id=client_id)
     await layer.send(channel, {"type": "note", "number": 2})
     assert await numbers(layer, channel, 1) == [2]
+
+
+async def test_a_stop_request_left_by_an_earlier_reader_stops_no_other(layer):
+    # One that reached Redis after its reader was given up on, in this process.
+    await layer.send(layer._stop_prefix + "of-a-gone-reader", {"type": "layer.reader.stop"})
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "note", "number": 1})
+    await layer.send(channel, {"type": "note", "number": 2})
+    assert await numbers(layer, channel, 2) == [1, 2]
