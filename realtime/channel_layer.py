@@ -57,15 +57,15 @@ class RedisChannelLayer(core.RedisChannelLayer):
         the message does not reach it in time.
         """
         reader, stop_channel = self._readers.pop(asyncio.get_running_loop(), (None, ""))
-        if reader is None or reader.done():
-            return
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self.send(stop_channel, {"type": "layer.reader.stop"})
-                await asyncio.shield(reader)
-        except Exception:
-            logger.warning("the channel layer reader did not stop by message; cancelling it")
-            reader.cancel()
+        if reader is not None:
+            await stop_by_message(
+                self,
+                reader,
+                stop_channel,
+                {"type": "layer.reader.stop"},
+                timeout_s=timeout_s,
+                what="the channel layer reader",
+            )
 
     def _ensure_reader(self, process_channel: str) -> None:
         loop = asyncio.get_running_loop()
@@ -96,6 +96,26 @@ class RedisChannelLayer(core.RedisChannelLayer):
                     return
                 if not name.startswith(self._stop_prefix):  # an earlier reader's
                     self.receive_buffer[name].put_nowait(message)
+
+
+async def stop_by_message(
+    layer, task: asyncio.Task, channel: str, message: dict, *, timeout_s: float, what: str
+) -> None:
+    """Send `message` to `channel` and wait for `task` to end on it; cancel it only if
+    it has not within `timeout_s`.
+
+    For tasks that receive from the layer: cancelling a receive is what loses
+    messages with channels_redis's own layer (see the module docstring).
+    """
+    if task.done():
+        return
+    try:
+        async with asyncio.timeout(timeout_s):
+            await layer.send(channel, message)
+            await asyncio.shield(task)
+    except Exception:
+        logger.warning("%s did not stop by message; cancelling it", what)
+        task.cancel()
 
 
 async def stop_reader() -> None:

@@ -28,7 +28,7 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from realtime import log_context, metrics, wire
+from realtime import channel_layer, log_context, metrics, wire
 from realtime.streams import get_streams
 
 logger = logging.getLogger(__name__)
@@ -272,20 +272,18 @@ async def _watch_control(run: Run) -> None:
 async def _stop_watcher(run: Run, watcher: asyncio.Task) -> None:
     """End the watcher with a message, cancelling it only if that fails.
 
-    Cancelling a channels_redis receive on a process-local channel can drop a
-    message meant for another channel of this process (the pop completes on the
-    server after the receiver is gone: django/channels_redis#366), and every
-    socket of the process receives through that same queue.
+    With channels_redis's own layer (still a CHANNEL_LAYER_BACKEND choice),
+    cancelling a receive on a process-local channel can drop a message meant
+    for another socket of this process (django/channels_redis#366).
     """
-    if watcher.done():
-        return
-    try:
-        async with asyncio.timeout(WATCHER_STOP_SECONDS):
-            await get_channel_layer().send(run.control_channel, {"type": CONTROL_END})
-            await asyncio.shield(watcher)
-    except Exception:
-        logger.warning("a run's control watcher did not stop by message key=%s", run.key)
-        watcher.cancel()
+    await channel_layer.stop_by_message(
+        get_channel_layer(),
+        watcher,
+        run.control_channel,
+        {"type": CONTROL_END},
+        timeout_s=WATCHER_STOP_SECONDS,
+        what=f"a run's control watcher key={run.key}",
+    )
 
 
 # --- from any process ----------------------------------------------------------------
